@@ -1,0 +1,75 @@
+"""The Python API, timm-style: list, create, run, load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fbench.config import RunConfig, check_options, load_config_file
+from fbench.registry import get_registry
+
+
+def list_detectors(pattern: str | None = None) -> list[str]:
+    """Registered detector names, optionally filtered by a shell pattern (``"f3net-*"``)."""
+    return get_registry().names("detector", pattern)
+
+
+def list_datasets(pattern: str | None = None) -> list[str]:
+    return get_registry().names("dataset", pattern)
+
+
+def list_transforms(pattern: str | None = None) -> list[str]:
+    return get_registry().names("transform", pattern)
+
+
+def create_detector(name: str, num_classes: int = 3, **options: Any) -> Any:
+    """Build a detector's ``torch.nn.Module``; ``options`` go to its factory."""
+    spec = get_registry().get("detector", name)
+    check_options("detector", name, spec.factory, options, reserved=("num_classes",))
+    return spec.factory(num_classes=num_classes, **options)
+
+
+def create_transform(name: str, **options: Any) -> Any:
+    spec = get_registry().get("transform", name)
+    check_options("transform", name, spec.factory, options)
+    return spec.factory(**options)
+
+
+def load_dataset(name: str, root: str | None = None, **options: Any) -> pd.DataFrame:
+    """A dataset's validated manifest."""
+    from fbench.resolve import load_manifest
+
+    return load_manifest(get_registry().get("dataset", name), root, options)
+
+
+def run(config: RunConfig | str | Path | None = None, *, progress: bool = False,
+        **settings: Any) -> Any:
+    """Train and evaluate one configuration; returns the stored :class:`fbench.Run`.
+
+    ``config`` may be a :class:`RunConfig` or a TOML file; keyword ``settings`` (the CLI's
+    options: ``detector``, ``dataset``, ``epochs``, ``options={...}``, ...) override it.
+    """
+    from fbench.engine import train_and_evaluate
+    from fbench.resolve import resolve
+    from fbench.store import load_run as _load
+
+    if config is None:
+        base = RunConfig()
+    elif isinstance(config, RunConfig):
+        base = config
+    else:
+        base = RunConfig.from_dict(load_config_file(config), source=str(config))
+    from rich.console import Console
+
+    cfg = RunConfig.from_dict({**base.to_dict(), **settings})
+    console = Console(stderr=True, quiet=not progress)
+    return _load(train_and_evaluate(resolve(cfg), console=console, progress=progress))
+
+
+def load_run(path: str | Path) -> Any:
+    """A stored run: ``.config``, ``.summary``, ``.epochs`` and ``.predictions`` DataFrames."""
+    from fbench.store import load_run as _load
+
+    return _load(path)

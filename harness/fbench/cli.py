@@ -1,0 +1,207 @@
+"""The ``fbench`` command line. Nothing heavy is imported at start: torch, timm and the
+detectors load only inside the commands that need them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from fbench import __version__
+from fbench.errors import FbenchError
+
+KINDS = {"datasets": "dataset", "transforms": "transform", "detectors": "detector"}
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fbench")
+def cli() -> None:
+    """fbench: benchmark image-forgery detectors on real, generated (1) and edited (2) faces.
+
+    \b
+    Quick start (offline, CPU):
+      fbench run --detector resnet18 --dataset synthetic
+      fbench list detectors
+      fbench show runs/<run-id>
+    """
+
+
+@cli.command("run")
+@click.option("--detector", "-d", help="Detector name (see `fbench list detectors`). "
+              "[default: resnet18]")
+@click.option("--dataset", help="Dataset name (see `fbench list datasets`). [default: synthetic]")
+@click.option("--transform", "-t", help="Preprocessing transform; default: the detector's own.")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Training epochs; default: the detector's preference, else 10.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Batch size; default: the detector's preference, else 64.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Learning rate (Adam); default: the detector's preference, else 1e-3.")
+@click.option("--seed", type=int, help="Seed for data order, validation carving and init. "
+              "[default: 0]")
+@click.option("--device", help="auto, cpu, cuda or cuda:N. [default: auto]")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+              help="bf16 autocast (fast on recent GPUs). [default: fp32]")
+@click.option("--input-size", type=click.IntRange(min=8),
+              help="Side of the square model input; default: the detector's, but never above "
+              "the dataset's native size.")
+@click.option("--out", "-o", type=click.Path(path_type=Path),
+              help="Directory that receives the run directory. [default: runs]")
+@click.option("--data-root", type=click.Path(path_type=Path),
+              help="Directory holding the dataset's files (not needed for synthetic).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="A TOML file with any of these settings; flags given here win.")
+@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE",
+              help="A detector option (its factory's keyword), repeatable: --set depth=thesis.")
+@click.option("--dataset-option", multiple=True, metavar="KEY=VALUE",
+              help="A dataset option, repeatable: --dataset-option n_per_class=500.")
+@click.option("--transform-option", multiple=True, metavar="KEY=VALUE",
+              help="A transform option, repeatable.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
+              help="Share of train carved (by group) as validation for model selection. "
+              "[default: 0.1]")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="DataLoader worker processes. [default: 0]")
+@click.option("--name", help="A label for the run directory.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
+def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tuple[str, ...],
+            transform_option: tuple[str, ...], no_progress: bool, **flags: Any) -> None:
+    """Train a detector on a dataset, select the best epoch on validation, evaluate it on the
+    eval split and store the run (config, metrics, predictions, checkpoints)."""
+    from fbench.config import RunConfig, load_config_file, parse_assignments
+
+    data: dict[str, Any] = RunConfig().to_dict()
+    if config_file is not None:
+        data.update(RunConfig.from_dict(load_config_file(config_file),
+                                        source=str(config_file)).to_dict())
+    for key, value in flags.items():
+        if value is not None:
+            data[key] = str(value) if isinstance(value, Path) else value
+    data["options"] = {**data["options"], **parse_assignments(set_, "--set")}
+    data["dataset_options"] = {**data["dataset_options"],
+                               **parse_assignments(dataset_option, "--dataset-option")}
+    data["transform_options"] = {**data["transform_options"],
+                                 **parse_assignments(transform_option, "--transform-option")}
+    config = RunConfig.from_dict(data)
+
+    console = _console(stderr=True)
+    with console.status("loading plugins, dataset and detector..."):
+        from fbench.engine import train_and_evaluate
+        from fbench.resolve import resolve
+
+        resolved = resolve(config)
+    c = resolved.config
+    counts = resolved.manifest["split"].value_counts()
+    console.print(f"[bold]{c.detector}[/] on [bold]{c.dataset}[/] (transform {c.transform}, "
+                  f"{resolved.input_size}px): train {counts.get('train', 0)}, "
+                  f"val {counts.get('val', 0)}, eval {counts.get('eval', 0)} images; "
+                  f"{c.epochs} epochs, batch {c.batch_size}, lr {c.lr:g}, seed {c.seed}")
+    run_dir = train_and_evaluate(resolved, console=console, progress=not no_progress)
+    _show(run_dir, _console())
+
+
+def _show(run_dir: Path, console: Console) -> None:
+    from fbench.reports import confusion_table, results_table
+    from fbench.store import load_run
+
+    run = load_run(run_dir)
+    if run.predictions is None:
+        state = run.status.get("state", "unknown")
+        raise FbenchError(f"run {run_dir} has no predictions (state: {state}"
+                          + (f": {run.status['error']}" if run.status.get("error") else "") + ").")
+    metrics = run.metrics("eval")  # recomputed from predictions.parquet, not read from summary
+    cfg = run.config
+    console.print(f"run [bold]{run.id}[/]  ({cfg['detector']} / {cfg['dataset']} / "
+                  f"{cfg['transform']}, seed {cfg['seed']}, "
+                  f"{cfg.get('n_parameters', 0) / 1e6:.2f} M parameters)")
+    if run.summary:
+        console.print(f"selected epoch {run.summary['selected_epoch']} of "
+                      f"{run.summary['epochs']} by {run.summary['selection']}; "
+                      f"{run.summary['seconds']:.0f} s")
+    console.print(results_table(metrics, "eval split (recomputed from predictions.parquet)"))
+    console.print(confusion_table(metrics["confusion_matrix"]))
+    if run.summary:
+        stored = run.summary["eval"]
+        drift = [k for k in ("macro_f1", "accuracy", "binary_auc")
+                 if stored.get(k) is not None and abs(stored[k] - metrics[k]) > 1e-9]
+        if drift:
+            console.print(f"[bold red]summary.json disagrees with predictions on "
+                          f"{', '.join(drift)}[/]")
+    console.print(f"stored in {run.path}")
+
+
+@cli.command("show")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def show_cmd(run_dir: Path) -> None:
+    """Print a stored run's eval metrics, recomputed from its predictions."""
+    _show(run_dir, _console())
+
+
+@cli.command("list")
+@click.argument("kind", required=False, type=click.Choice(sorted(KINDS)))
+@click.argument("pattern", required=False)
+def list_cmd(kind: str | None, pattern: str | None) -> None:
+    """List registered datasets, transforms and detectors (optionally one KIND, filtered by a
+    shell PATTERN such as 'f3net-*')."""
+    from fbench.registry import get_registry
+
+    reg = get_registry()
+    console = _console()
+    for k in [kind] if kind else sorted(KINDS):
+        singular = KINDS[k]
+        table = Table(title=k, title_justify="left", header_style="bold")
+        table.add_column("name")
+        table.add_column("summary")
+        if singular == "detector":
+            table.add_column("input")
+            table.add_column("needs")
+        table.add_column("plugin")
+        for name in reg.names(singular, pattern):
+            spec = reg.get(singular, name)
+            cells = [name, spec.summary]
+            if singular == "detector":
+                needs = [n for n, flag in (("masks", spec.needs_masks),
+                                           ("landmarks", spec.needs_landmarks)) if flag]
+                cells += [str(spec.input_size), ", ".join(needs) or "–"]
+            table.add_row(*cells, reg.provider(singular, name))
+        console.print(table)
+
+
+@cli.command("plugins")
+def plugins_cmd() -> None:
+    """List loaded plugins: where each comes from and what it registers."""
+    import os
+
+    from fbench.registry import ENV_LOAD_PLUGINS, get_registry
+
+    table = Table(header_style="bold")
+    for col in ("plugin", "package", "version", "datasets", "transforms", "detectors"):
+        table.add_column(col)
+    for p in get_registry().plugins():
+        table.add_row(p.name, (p.distribution or "–") + (" (built-in)" if p.builtin else ""),
+                      p.version or "–", ", ".join(p.datasets) or "–",
+                      ", ".join(p.transforms) or "–", ", ".join(p.detectors) or "–")
+    console = _console()
+    console.print(table)
+    if os.environ.get(ENV_LOAD_PLUGINS) is not None:
+        console.print(f"{ENV_LOAD_PLUGINS}={os.environ[ENV_LOAD_PLUGINS]!r} restricts which "
+                      "external packages load.")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Decoding manifest rows into batches: OpenCV decode, resize to the detector's input size.
+
+Images reach the engine as uint8 ``[B, 3, S, S]``; the transform (on the model's device) turns
+them into model input. Masks follow the thesis convention when a row has no mask file: all-zero
+for real images, all-one for generated images; an edited image without a mask is marked
+``has_mask=False`` and is left out of mask losses and Dice.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from fbench.batch import Batch
+from fbench.errors import FbenchError
+from fbench.manifest import resolve_path
+
+
+def to_uint8_rgb(img: np.ndarray, path: str = "<array>") -> np.ndarray:
+    """Any decoded image (gray, BGR, BGRA, 8/16-bit, float) as uint8 RGB ``[H, W, 3]``."""
+    if img.dtype == np.uint16:
+        img = (img / 257.0).round().astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise FbenchError(f"{path}: unsupported pixel type {img.dtype}.",
+                          "convert the image to 8- or 16-bit PNG/JPEG.")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    raise FbenchError(f"{path}: unsupported image shape {img.shape}.")
+
+
+def read_image(path: str, size: int | None = None) -> np.ndarray:
+    """Decode an image file as uint8 RGB, optionally resized to ``size`` x ``size``."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED) if os.path.isfile(path) else None
+    if img is None:
+        reason = "does not exist" if not os.path.exists(path) else "cannot be decoded"
+        raise FbenchError(f"image {path} {reason}.",
+                          "replace or remove the file, or rebuild the dataset.")
+    img = to_uint8_rgb(img, path)
+    if size is not None and img.shape[:2] != (size, size):
+        interp = cv2.INTER_AREA if min(img.shape[:2]) > size else cv2.INTER_LINEAR
+        img = cv2.resize(img, (size, size), interpolation=interp)
+    return img
+
+
+def read_mask(path: str, size: int) -> np.ndarray:
+    """A mask file as float32 ``[size, size]`` in {0, 1} (any non-dark pixel is forged)."""
+    m = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None
+    if m is None:
+        raise FbenchError(f"mask {path} cannot be read.", "replace it or rebuild the dataset.")
+    if m.shape != (size, size):
+        m = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST)
+    return (m > 127).astype(np.float32)
+
+
+class ManifestDataset(Dataset):
+    """Rows of a manifest as samples: ``image`` uint8 ``[3, S, S]``, ``label``, ``mask``."""
+
+    def __init__(self, manifest: pd.DataFrame, input_size: int, with_masks: bool = False,
+                 cache: bool = False) -> None:
+        self.manifest = manifest
+        self.paths = [resolve_path(manifest, p) for p in manifest["path"]]
+        self.mask_paths = [resolve_path(manifest, p) if p else "" for p in manifest["mask"]]
+        self.labels = manifest["label"].to_numpy(dtype=np.int64)
+        self.input_size = int(input_size)
+        self.with_masks = with_masks
+        self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _load(self, i: int) -> dict[str, Any]:
+        s = self.input_size
+        sample: dict[str, Any] = {
+            "image": torch.from_numpy(read_image(self.paths[i], s)).permute(2, 0, 1).contiguous(),
+            "label": int(self.labels[i]),
+            "index": i,
+        }
+        if self.with_masks:
+            if self.mask_paths[i]:
+                mask, known = read_mask(self.mask_paths[i], s), True
+            elif self.labels[i] in (0, 1):
+                mask, known = np.full((s, s), float(self.labels[i]), np.float32), True
+            else:
+                mask, known = np.zeros((s, s), np.float32), False
+            sample["mask"] = torch.from_numpy(mask)[None]
+            sample["has_mask"] = known
+        return sample
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self._cache is None:
+            return self._load(i)
+        if i not in self._cache:
+            self._cache[i] = self._load(i)
+        return self._cache[i]
+
+
+def collate(samples: list[dict[str, Any]]) -> Batch:
+    """Stack samples into a :class:`Batch` holding uint8 images (not yet transformed)."""
+    batch = Batch(
+        images=torch.stack([s["image"] for s in samples]),
+        labels=torch.tensor([s["label"] for s in samples], dtype=torch.long),
+        index=torch.tensor([s["index"] for s in samples], dtype=torch.long),
+    )
+    if "mask" in samples[0]:
+        batch.masks = torch.stack([s["mask"] for s in samples])
+        batch.has_mask = torch.tensor([s["has_mask"] for s in samples], dtype=torch.bool)
+    return batch

@@ -1,0 +1,347 @@
+"""The train/eval loop: train on ``train``, select the checkpoint on ``val``, evaluate it once
+on ``eval``, and store everything a report needs to recompute every number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch.utils.data import DataLoader
+
+from fbench import store
+from fbench.batch import Batch
+from fbench.data import ManifestDataset, collate
+from fbench.detector import Detector, count_parameters
+from fbench.errors import FbenchError
+from fbench.metrics import PROB_COLUMNS, choose_threshold, compute_metrics, forged_score
+from fbench.metrics import segmentation_scores as seg_scores
+from fbench.resolve import ResolvedRun
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FbenchError(f"unknown device {name!r}.", "use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FbenchError("--device cuda was asked for, but no CUDA GPU is visible.",
+                          "use --device cpu (or auto).")
+    return device
+
+
+def prepare_batch(batch: Batch, transform: torch.nn.Module, device: torch.device) -> Batch:
+    """Move a uint8 batch to the device and apply the transform there."""
+    batch = batch.to(device, non_blocking=True)
+    rgb = batch.images.float().div_(255.0)
+    batch.rgb = rgb
+    batch.images = transform(rgb)
+    return batch
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict(model: Detector, transform: torch.nn.Module, loader: DataLoader,
+            device: torch.device, precision: str = "fp32",
+            progress: Progress | None = None, description: str = "predict") -> dict[str, Any]:
+    """Class probabilities (and per-image Dice/IoU where the model predicts masks) for every
+    sample of a loader, in loader order."""
+    model.eval()
+    probs, index, dice, iou = [], [], [], []
+    task = progress.add_task(description, total=len(loader), info="") if progress else None
+    for batch in loader:
+        batch = prepare_batch(batch, transform, device)
+        with _autocast(device, precision):
+            out = model(batch)
+        probs.append(torch.softmax(out.logits.float(), dim=1).cpu())
+        index.append(batch.index.cpu())
+        if out.mask is not None and batch.masks is not None:
+            pm = out.mask.float().cpu().numpy()
+            tm = batch.masks.cpu().numpy()
+            known = batch.has_mask.cpu().numpy()
+            for j in range(len(pm)):
+                d, i = seg_scores(pm[j], tm[j]) if known[j] else (math.nan, math.nan)
+                dice.append(d)
+                iou.append(i)
+        if progress:
+            progress.advance(task)
+    if progress:
+        progress.remove_task(task)
+    out_dict: dict[str, Any] = {"probs": torch.cat(probs).numpy().astype(np.float64),
+                                "index": torch.cat(index).numpy()}
+    if dice:
+        out_dict["dice"] = np.array(dice)
+        out_dict["iou"] = np.array(iou)
+    return out_dict
+
+
+def make_progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=not enabled, transient=False,
+    )
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    eval: DataLoader
+
+
+def build_loaders(r: ResolvedRun, device: torch.device) -> Loaders:
+    cfg = r.config
+    size = r.input_size
+    n = len(r.manifest)
+    cache = cfg.cache_images
+    if cache is None:  # small datasets decode once and stay in memory
+        cache = cfg.workers == 0 and n * size * size * 3 < 2 * 1024**3
+    with_masks = r.dataset.has_masks
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def loader(split: str, shuffle: bool) -> DataLoader:
+        rows = r.manifest[r.manifest["split"] == split]
+        ds = ManifestDataset(rows, size, with_masks=with_masks, cache=cache)
+        ds.row_ids = rows.index.to_numpy()
+        return DataLoader(
+            ds, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate,
+            num_workers=cfg.workers, pin_memory=device.type == "cuda",
+            persistent_workers=cfg.workers > 0, generator=gen if shuffle else None,
+            # A trailing batch of one breaks BatchNorm in training; shuffling changes which
+            # images are left out, so each is still seen.
+            drop_last=shuffle and len(ds) > cfg.batch_size,
+        )
+
+    return Loaders(loader("train", True), loader("val", False), loader("eval", False))
+
+
+def _predictions_frame(r: ResolvedRun, loader: DataLoader, result: dict[str, Any],
+                       split: str) -> pd.DataFrame:
+    rows = r.manifest.loc[loader.dataset.row_ids[result["index"]]]
+    probs = result["probs"]
+    df = pd.DataFrame({
+        "id": rows.index.to_numpy(),
+        "path": rows["path"].to_numpy(),
+        "source": rows["source"].to_numpy(),
+        "group": rows["group"].to_numpy(),
+        "split": split,
+        "label": rows["label"].to_numpy(),
+        "pred": probs.argmax(1),
+    })
+    for c, col in enumerate(PROB_COLUMNS):
+        df[col] = probs[:, c]
+    if "dice" in result:
+        df["dice"] = result["dice"]
+        df["iou"] = result["iou"]
+    return df
+
+
+def _save_checkpoint(path: Path, model: Detector, transform: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, epoch: int, best: float) -> None:
+    state = {"model": model.state_dict(), "transform": transform.state_dict(),
+             "optimizer": optimizer.state_dict(), "epoch": epoch, "best_val_macro_f1": best}
+    with store.atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    # weights_only: a checkpoint is data; never unpickle arbitrary objects.
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9)
+    raise FbenchError(f"unknown optimizer {name!r}.", "use adam, adamw or sgd.")
+
+
+def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
+                       progress: bool = True) -> Path:
+    """Run one resolved configuration end to end; returns the run directory."""
+    from fbench.environment import describe_environment
+    from fbench.registry import get_registry
+
+    console = console or Console(stderr=True)
+    cfg = r.config
+    device = resolve_device(cfg.device)
+    if cfg.precision not in ("fp32", "bf16"):
+        raise FbenchError(f"unknown precision {cfg.precision!r}.", "use fp32 or bf16.")
+    seed_everything(cfg.seed, deterministic=device.type == "cpu")
+
+    model = r.build_model().to(device)
+    transform = r.build_transform().to(device)
+    loaders = build_loaders(r, device)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+
+    run_dir = store.new_run_dir(cfg.out, cfg.detector, cfg.dataset, cfg.name)
+    resolved = r.stored_config(n_parameters=count_parameters(model), device=str(device))
+    store.write_json(run_dir / "config.json", resolved)
+    store.write_json(run_dir / "environment.json", describe_environment(device))
+    started = time.time()
+    store.write_json(run_dir / "status.json", {"state": "running", "started": started})
+    hook = get_registry().hook
+    hook.on_run_start(run_dir=str(run_dir), config=resolved)
+
+    epochs: list[dict[str, Any]] = []
+    best_score = -math.inf
+    try:
+        with make_progress(console, progress) as bar:
+            if r.transform.fit_on_train:
+                transform.fit(prepare_batch(b, torch.nn.Identity(), device).images
+                              for b in loaders.train)
+            epoch_task = bar.add_task("epochs", total=cfg.epochs, info="")
+            for epoch in range(1, cfg.epochs + 1):
+                row = _train_one_epoch(model, transform, optimizer, loaders.train, device,
+                                       cfg.precision, bar, epoch, run_dir)
+                val = predict(model, transform, loaders.val, device, cfg.precision, bar,
+                              "validate")
+                val_labels = loaders.val.dataset.labels[val["index"]]
+                val_metrics = compute_metrics(val_labels, val["probs"])
+                row.update({f"val_{k}": v for k, v in val_metrics.items()
+                            if k in ("macro_f1", "accuracy", "auc_ovr", "binary_auc")})
+                improved = val_metrics["macro_f1"] > best_score
+                if improved:
+                    best_score = val_metrics["macro_f1"]
+                    _save_checkpoint(run_dir / "checkpoints" / "best.pt", model, transform,
+                                     optimizer, epoch, best_score)
+                _save_checkpoint(run_dir / "checkpoints" / "last.pt", model, transform,
+                                 optimizer, epoch, best_score)
+                row["selected"] = improved
+                epochs.append(row)
+                store.write_json(run_dir / "epochs.json", epochs)
+                hook.on_epoch_end(run_dir=str(run_dir), epoch=epoch, metrics=row)
+                bar.update(epoch_task, advance=1,
+                           info=f"loss {row['train_loss']:.3f}  val F1 {row['val_macro_f1']:.3f}")
+                console.print(
+                    f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  "
+                    f"val macro-F1 {row['val_macro_f1']:.4f}{'  (best)' if improved else ''}  "
+                    f"{row['train_images_per_s']:.0f} img/s"
+                )
+
+            best = load_checkpoint(run_dir / "checkpoints" / "best.pt", device)
+            model.load_state_dict(best["model"])
+            transform.load_state_dict(best["transform"])
+            val = predict(model, transform, loaders.val, device, cfg.precision, bar, "validate")
+            ev = predict(model, transform, loaders.eval, device, cfg.precision, bar, "evaluate")
+        preds = pd.concat([_predictions_frame(r, loaders.val, val, "val"),
+                           _predictions_frame(r, loaders.eval, ev, "eval")], ignore_index=True)
+        store.write_parquet(run_dir / "predictions.parquet", preds)
+
+        vrows = preds[preds["split"] == "val"]
+        threshold = choose_threshold((vrows["label"].to_numpy() != 0).astype(int),
+                                     forged_score(vrows[list(PROB_COLUMNS)].to_numpy()))
+        from fbench.metrics import metrics_from_predictions
+
+        summary = {
+            "run_id": run_dir.name,
+            "detector": cfg.detector, "dataset": cfg.dataset, "transform": cfg.transform,
+            "seed": cfg.seed, "selected_epoch": int(best["epoch"]), "epochs": cfg.epochs,
+            "selection": "val macro-F1",
+            "n_parameters": resolved["n_parameters"],
+            "train_images_per_s": float(np.mean([e["train_images_per_s"] for e in epochs])),
+            "seconds": time.time() - started,
+            "eval": metrics_from_predictions(preds, "eval", threshold),
+            "val": metrics_from_predictions(preds, "val", threshold),
+        }
+        store.write_json(run_dir / "summary.json", summary)
+        store.write_json(run_dir / "status.json", {"state": "completed", "started": started,
+                                                    "finished": time.time()})
+        store.append_index(cfg.out, {
+            "run_id": run_dir.name, "path": str(run_dir), "detector": cfg.detector,
+            "dataset": cfg.dataset, "transform": cfg.transform, "seed": cfg.seed,
+            "macro_f1": summary["eval"]["macro_f1"], "finished": time.time(),
+        })
+        if summary["eval"]["collapsed"]:
+            warnings.warn(f"run {run_dir.name} collapsed to the majority class", stacklevel=2)
+            console.print("[bold yellow]warning:[/] the selected model predicts (almost) only "
+                          "one class: eval macro-F1 is at the majority-class level "
+                          f"({summary['eval']['majority_macro_f1']:.3f}). Try a lower --lr.")
+        hook.on_run_end(run_dir=str(run_dir), summary=summary)
+        return run_dir
+    except BaseException as exc:
+        state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        store.write_json(run_dir / "status.json", {
+            "state": state, "started": started, "finished": time.time(),
+            "error": str(exc) if isinstance(exc, FbenchError)
+            else "".join(traceback.format_exception_only(type(exc), exc)).strip(),
+        })
+        if isinstance(exc, FbenchError):
+            exc.problem = f"{exc.problem} (run {run_dir} marked {state})"
+            exc.message = f"{exc.message} (run directory {run_dir} marked {state})"
+        raise
+
+
+def _train_one_epoch(model: Detector, transform: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, loader: DataLoader, device: torch.device,
+                     precision: str, bar: Progress, epoch: int, run_dir: Path) -> dict[str, Any]:
+    model.train()
+    task = bar.add_task(f"epoch {epoch}", total=len(loader), info="")
+    totals: dict[str, float] = {}
+    n_seen, t0 = 0, time.perf_counter()
+    for step, batch in enumerate(loader):
+        batch = prepare_batch(batch, transform, device)
+        with _autocast(device, precision):
+            out = model(batch)
+            losses = model.loss(out, batch)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FbenchError(
+                f"the loss became {loss.item()} at epoch {epoch}, step {step + 1} "
+                f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}).",
+                f"lower --lr; the last good checkpoint is kept in {run_dir / 'checkpoints'}.",
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        b = len(batch)
+        n_seen += b
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + float(v.detach()) * b
+        totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) * b
+        bar.update(task, advance=1, info=f"loss {totals['loss'] / n_seen:.3f}")
+    bar.remove_task(task)
+    elapsed = time.perf_counter() - t0
+    row: dict[str, Any] = {"epoch": epoch, "train_loss": totals.pop("loss") / n_seen}
+    row.update({f"train_{k}": v / n_seen for k, v in totals.items()})
+    row["train_seconds"] = elapsed
+    row["train_images_per_s"] = n_seen / elapsed
+    return row

@@ -1,0 +1,55 @@
+"""The whole plugin contract on one page.
+
+A plugin is a module (or object) with functions marked ``@fbench.hookimpl`` whose names match
+the specs below, made known through the ``fbench`` entry-point group:
+
+    [project.entry-points.fbench]
+    my_plugin = "my_package.plugin"
+
+Registration hooks receive a ``register`` callback; call it once per thing you provide.
+Event hooks observe a run; their return values are ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("fbench")
+hookimpl = pluggy.HookimplMarker("fbench")
+
+
+@hookspec
+def register_datasets(register: Any) -> None:
+    """Register datasets: ``register(DatasetSpec(...))``."""
+
+
+@hookspec
+def register_transforms(register: Any) -> None:
+    """Register preprocessing transforms: ``register(TransformSpec(...))``."""
+
+
+@hookspec
+def register_detectors(register: Any) -> None:
+    """Register detectors: ``register(DetectorSpec(...))``."""
+
+
+@hookspec
+def register_ablations(register: Any) -> None:
+    """Register ablation groups for ``fbench ablate``: ``register(AblationSpec(...))``."""
+
+
+@hookspec
+def on_run_start(run_dir: str, config: dict[str, Any]) -> None:
+    """A run begins; ``config`` is the resolved configuration stored with it."""
+
+
+@hookspec
+def on_epoch_end(run_dir: str, epoch: int, metrics: dict[str, Any]) -> None:
+    """An epoch ended; ``metrics`` holds train loss and validation metrics of that epoch."""
+
+
+@hookspec
+def on_run_end(run_dir: str, summary: dict[str, Any]) -> None:
+    """A run finished and its summary (eval metrics of the selected checkpoint) is stored."""

@@ -1,0 +1,114 @@
+"""The small frozen records a plugin hands to ``register``.
+
+Nothing here imports torch: ``fbench list`` reads specs without loading any model code.
+A factory is a plain callable; its keyword arguments are the thing's options, which the CLI
+exposes as ``--set key=value`` (detectors) or ``--dataset-option key=value`` (datasets).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+LABELS: dict[int, str] = {0: "real", 1: "generated", 2: "edited"}
+"""The three labels every dataset and detector in fbench speaks."""
+
+NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"{kind} name {name!r} is not kebab-case (lowercase letters, digits, '-'): "
+            "rename it, e.g. 'my-detector'."
+        )
+
+
+def factory_options(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword options a factory accepts, with their defaults (``inspect.Parameter.empty``
+    where it has none). ``**kwargs`` factories accept anything and return ``{"**": ...}``."""
+    options: dict[str, Any] = {}
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            options["**"] = inspect.Parameter.empty
+        elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            options[p.name] = p.default
+    return options
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset: its factory returns a validated manifest (a pandas DataFrame).
+
+    ``factory(root, **options)``: ``root`` is the directory the user points at with
+    ``--data-root`` (``None`` when not given; a dataset that needs one must say so).
+    """
+
+    name: str
+    summary: str
+    factory: Callable[..., Any]
+    labels: tuple[int, ...] = (0, 1, 2)
+    has_masks: bool = False
+    has_landmarks: bool = False
+    needs_root: bool = True
+
+    def __post_init__(self) -> None:
+        _check_name("dataset", self.name)
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """A preprocessing transform: ``factory(**options)`` returns a ``torch.nn.Module`` that runs
+    on the model's device and maps a float batch in [0, 1], ``[B, 3, H, W]``, already resized to
+    the detector's input size by the data loader, to the model's input.
+
+    ``fit_on_train``: the module has a ``fit(batches)`` method that the engine calls once with
+    training batches before training (e.g. DCT statistics); its state is stored with the run.
+    """
+
+    name: str
+    summary: str
+    factory: Callable[..., Any]
+    fit_on_train: bool = False
+
+    def __post_init__(self) -> None:
+        _check_name("transform", self.name)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A detector: ``factory(num_classes=3, **options)`` returns a ``torch.nn.Module``.
+
+    The module is either an :class:`fbench.Detector` (takes a :class:`fbench.Batch`, returns a
+    :class:`fbench.DetectorOutput`, owns its loss) or any image classifier mapping
+    ``[B, C, H, W]`` to logits, which the harness wraps with cross-entropy.
+    """
+
+    name: str
+    summary: str
+    factory: Callable[..., Any]
+    family: str = ""
+    input_size: int = 224
+    transform: str = "raw"
+    needs_masks: bool = False
+    needs_landmarks: bool = False
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Run settings this detector prefers (e.g. ``{"lr": 2e-4}``); the user's win."""
+
+    def __post_init__(self) -> None:
+        _check_name("detector", self.name)
+        if not isinstance(self.input_size, int) or self.input_size < 8:
+            raise ValueError(f"detector {self.name!r}: input_size must be an int >= 8")
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    """A named group of detectors that ``fbench ablate`` can resolve short names in,
+    e.g. family ``f3net`` with ``{"fad": "f3net-fad", ...}``."""
+
+    family: str
+    variants: dict[str, str]
+    summary: str = ""

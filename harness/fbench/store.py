@@ -1,0 +1,179 @@
+"""The run store: one directory per run, written atomically, read by every report.
+
+    <out>/<run-id>/config.json        the resolved configuration
+                   environment.json   versions, git commit, device, plugin providers
+                   status.json        running | completed | failed (+ the error)
+                   epochs.json        per-epoch train loss and validation metrics
+                   predictions.parquet one row per val and eval image
+                   summary.json       eval metrics of the selected checkpoint
+                   checkpoints/{last,best}.pt
+    <out>/index.jsonl                 one line per finished run (append-only)
+
+Every file is written to a temporary name and renamed into place, so a killed run never
+leaves a half-written file that a report would read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fbench.errors import FbenchError
+
+INDEX_FILE = "index.jsonl"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it into place only if the block
+    succeeds (the rename is atomic on POSIX filesystems)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in JSON")
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_parquet(path: str | Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def append_index(out: str | Path, entry: dict[str, Any]) -> None:
+    """Append one line to the runs index under an exclusive lock (runs may finish at once)."""
+    index = Path(out) / INDEX_FILE
+    line = json.dumps(entry, default=_json_default) + "\n"
+    with open(index, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """Refuse an ``--out`` that exists as a file, before any work starts."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FbenchError(f"--out {out} is a file, not a directory.",
+                          "give a directory for runs (it is created if missing).")
+    return out
+
+
+def prepare_out_dir(out: str | Path) -> Path:
+    out = check_out_dir(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FbenchError(f"cannot create runs directory {out}: {exc.strerror}.") from None
+    return out
+
+
+def new_run_dir(out: str | Path, detector: str, dataset: str, name: str | None = None) -> Path:
+    """Create a fresh, uniquely named run directory (never reuses or touches another run)."""
+    out = prepare_out_dir(out)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", name or f"{detector}-{dataset}")
+    for _ in range(100):
+        run_dir = out / f"{stamp}-{label}-{secrets.token_hex(3)}"
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        (run_dir / "checkpoints").mkdir()
+        return run_dir
+    raise FbenchError(f"could not create a unique run directory in {out}.")
+
+
+@dataclass
+class Run:
+    """A stored run, read back from its directory."""
+
+    path: Path
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    status: dict[str, Any]
+    epochs: pd.DataFrame
+    predictions: pd.DataFrame | None
+    summary: dict[str, Any] | None
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    def metrics(self, split: str = "eval") -> dict[str, Any]:
+        """Recompute a split's metrics from the stored predictions alone."""
+        from fbench.metrics import metrics_from_predictions
+
+        if self.predictions is None:
+            raise FbenchError(f"run {self.path} has no predictions (state: "
+                              f"{self.status.get('state')}).")
+        return metrics_from_predictions(self.predictions, split)
+
+    def checkpoint(self, which: str = "best") -> Path:
+        return self.path / "checkpoints" / f"{which}.pt"
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run directory. Raises :class:`FbenchError` when it is not one."""
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise FbenchError(f"{p} is not a run directory (no config.json).",
+                          "pass a directory under your --out (default: runs/).")
+    epochs_file = p / "epochs.json"
+    preds_file = p / "predictions.parquet"
+    summary_file = p / "summary.json"
+    status_file = p / "status.json"
+    return Run(
+        path=p,
+        config=read_json(p / "config.json"),
+        environment=read_json(p / "environment.json") if (p / "environment.json").is_file()
+        else {},
+        status=read_json(status_file) if status_file.is_file() else {},
+        epochs=pd.DataFrame(read_json(epochs_file)) if epochs_file.is_file() else pd.DataFrame(),
+        predictions=pd.read_parquet(preds_file) if preds_file.is_file() else None,
+        summary=read_json(summary_file) if summary_file.is_file() else None,
+    )

@@ -1,0 +1,1 @@
+"""Built-in ResNet detectors (timm backbones)."""

@@ -1,0 +1,29 @@
+"""Test isolation: only fbench's built-in plugins load (whatever else is installed), and the
+registry is rebuilt for every test, so an inline plugin never leaks into the next test."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ["FBENCH_LOAD_PLUGINS"] = ""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry(monkeypatch, tmp_path_factory):
+    from fbench.registry import reset_registry
+
+    monkeypatch.setenv("FBENCH_LOAD_PLUGINS", "")
+    # Synthetic datasets are cached per session, not in the user's home.
+    monkeypatch.setenv("FBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "fbench-cache"))
+    reset_registry()
+    yield
+    reset_registry()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
