@@ -60,7 +60,8 @@ def test_run_directory_holds_everything(trained):
     assert run.config["detector"] == "resnet18" and run.config["input_size"] == 32
     assert run.environment["packages"]["torch"]
     assert len(run.epochs) == 2 and "val_macro_f1" in run.epochs
-    index = [json.loads(line) for line in (run.path.parent / "index.jsonl").read_text().splitlines()]
+    lines = (run.path.parent / "index.jsonl").read_text().splitlines()
+    index = [json.loads(line) for line in lines]
     assert index[-1]["run_id"] == run.id
 
 

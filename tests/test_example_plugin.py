@@ -22,8 +22,9 @@ def venv(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
     py = root / "bin" / "python"
-    target = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    where = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    target = subprocess.run([str(py), "-c", where], capture_output=True, text=True,
+                            check=True).stdout.strip()
     parents = [sysconfig.get_path("purelib"), *site.getsitepackages()]
     lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in dict.fromkeys(parents))
     Path(target, "zz_parent_env.pth").write_text(lines)

@@ -6,8 +6,9 @@ import os
 
 import timm
 import torch
-from fbench import FbenchError
 from torch import nn
+
+from fbench import FbenchError
 
 
 def load_local_weights(model: nn.Module, path: str) -> None:
