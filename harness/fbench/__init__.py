@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fbench.errors import FbenchError, UnknownNameError
 from fbench.hookspecs import hookimpl
+from fbench.recipes import Recipe
 from fbench.specs import LABELS, AblationSpec, DatasetSpec, DetectorSpec, TransformSpec
 
 __version__ = "0.1.0"
@@ -36,10 +37,12 @@ _LAZY = {
     "validate_manifest": "fbench.manifest",
     "compute_metrics": "fbench.metrics",
     "registered": "fbench.registry",
+    "load_built_dataset": "fbench.built",
 }
 
 __all__ = [
-    "LABELS", "AblationSpec", "DatasetSpec", "DetectorSpec", "FbenchError", "TransformSpec",
+    "LABELS", "AblationSpec", "DatasetSpec", "DetectorSpec", "FbenchError", "Recipe",
+    "TransformSpec",
     "UnknownNameError", "hookimpl", *sorted(_LAZY),
 ]
 
@@ -71,6 +74,7 @@ if TYPE_CHECKING:  # pragma: no cover
         run,
     )
     from fbench.batch import Batch, DetectorOutput
+    from fbench.built import load_built_dataset
     from fbench.config import RunConfig
     from fbench.detector import ClassifierDetector, Detector
     from fbench.manifest import make_manifest, validate_manifest

@@ -71,9 +71,12 @@ def cli() -> None:
 @click.option("--workers", type=click.IntRange(min=0),
               help="DataLoader worker processes. [default: 0]")
 @click.option("--name", help="A label for the run directory.")
+@click.option("--skip-audit", is_flag=True,
+              help="Do not audit a built dataset for leaks before training (recorded in the run).")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
 def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tuple[str, ...],
-            transform_option: tuple[str, ...], no_progress: bool, **flags: Any) -> None:
+            transform_option: tuple[str, ...], no_progress: bool, skip_audit: bool,
+            **flags: Any) -> None:
     """Train a detector on a dataset, select the best epoch on validation, evaluate it on the
     eval split and store the run (config, metrics, predictions, checkpoints)."""
     from fbench.config import RunConfig, load_config_file, parse_assignments
@@ -85,6 +88,8 @@ def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tup
     for key, value in flags.items():
         if value is not None:
             data[key] = str(value) if isinstance(value, Path) else value
+    if skip_audit:
+        data["audit"] = False
     data["options"] = {**data["options"], **parse_assignments(set_, "--set")}
     data["dataset_options"] = {**data["dataset_options"],
                                **parse_assignments(dataset_option, "--dataset-option")}
@@ -196,7 +201,118 @@ def plugins_cmd() -> None:
                       "external packages load.")
 
 
+@cli.group("data")
+def data_group() -> None:
+    """Build, audit and prepare datasets."""
+
+
+@data_group.command("build")
+@click.argument("recipe")
+@click.option("--root", type=click.Path(path_type=Path), required=True,
+              help="Directory holding the (prepared) sources; see docs/datasets.md.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
+              help="Directory to write manifest.parquet and recipe.json into.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the grouped selection and the validation carve.")
+@click.option("--scale", type=click.FloatRange(0, 1, min_open=True),
+              help="Build a proportionally smaller version (same ratios).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Share of train carved (by group) as validation.")
+def data_build_cmd(recipe: str, root: Path, out: Path, seed: int, scale: float | None,
+                   val_fraction: float) -> None:
+    """Build RECIPE (see `fbench data recipes`) from the sources under --root."""
+    from rich.progress import Progress
+
+    from fbench.built import build_dataset
+    from fbench.registry import get_registry
+
+    spec = get_registry().recipe(recipe)
+    console = _console()
+    with Progress(console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"building {recipe}", total=None)
+        card = build_dataset(spec, root, out, seed=seed, scale=scale, val_fraction=val_fraction,
+                             progress=lambda what, n: bar.update(task, completed=n,
+                                                                 description=what))
+    table = Table(title=f"recipe {recipe} built into {out}", header_style="bold")
+    table.add_column("split")
+    table.add_column("source")
+    table.add_column("images", justify="right")
+    for split, per in card["built"].items():
+        for src, n in sorted(per.items()):
+            table.add_row(split, src, str(n))
+    console.print(table)
+    verdict = "passed" if card["audit"]["ok"] else "[bold red]FAILED[/]"
+    console.print(f"leakage audit {verdict}: " + ", ".join(
+        f"{k} {v}" for k, v in card["audit"].items() if k != "ok"))
+
+
+@data_group.command("recipes")
+def data_recipes_cmd() -> None:
+    """List the registered dataset recipes."""
+    from fbench.registry import get_registry
+
+    table = Table(header_style="bold")
+    for col in ("recipe", "summary", "train", "eval", "masks", "plugin"):
+        table.add_column(col)
+    for name, (r, plugin) in sorted(get_registry().recipes().items()):
+        table.add_row(name, r.summary, str(r.total("train")), str(r.total("eval")),
+                      "yes" if r.with_masks else "–", plugin)
+    _console().print(table)
+
+
+@data_group.command("audit")
+@click.argument("dataset")
+@click.option("--data-root", type=click.Path(path_type=Path),
+              help="The dataset's directory (a built dataset's --out).")
+@click.option("--near", type=int, default=4, show_default=True,
+              help="Hamming distance of perceptual hashes that counts as a near-duplicate.")
+@click.option("--dataset-option", multiple=True, metavar="KEY=VALUE")
+def data_audit_cmd(dataset: str, data_root: Path | None, near: int,
+                   dataset_option: tuple[str, ...]) -> None:
+    """Audit DATASET for leaks between splits; exits non-zero on any offender."""
+    from fbench.api import load_dataset
+    from fbench.audit import audit
+    from fbench.config import parse_assignments
+
+    options = parse_assignments(dataset_option, "--dataset-option")
+    manifest = load_dataset(dataset, str(data_root) if data_root else None, **options)
+    report = audit(manifest, manifest.attrs.get("expected_balance"), near_threshold=near,
+                   balance_tolerance=0.02)
+    console = _console()
+    for title, frame in (("groups in several splits", report.group_leaks),
+                         ("identical files in several splits", report.duplicate_leaks),
+                         ("near-duplicates across splits", report.near_duplicate_leaks),
+                         ("class balance against the recipe", report.balance)):
+        if frame.empty:
+            console.print(f"{title}: none" if title != "class balance against the recipe"
+                          else f"{title}: no recipe to compare with")
+            continue
+        table = Table(title=f"{title} ({len(frame)} rows)", header_style="bold")
+        for col in frame.columns:
+            table.add_column(str(col))
+        for row in frame.head(20).itertuples(index=False):
+            table.add_row(*map(str, row))
+        console.print(table)
+    summary = ", ".join(f"{k} {v}" for k, v in report.summary().items())
+    if not report.ok:
+        raise FbenchError(f"audit of {dataset} failed: {summary}.",
+                          "rebuild the dataset with grouped splits.")
+    console.print(f"audit of {dataset} passed: {summary}.")
+
+
+def _add_plugin_commands() -> None:
+    """Let plugins add commands (e.g. ``fbench data prepare ...``). Plugin modules are light
+    (no torch at import), so this keeps ``fbench --help`` fast."""
+    from fbench.registry import get_registry
+
+    try:
+        get_registry().hook.register_commands(cli=cli)
+    except FbenchError as exc:  # a broken plugin must not take the whole CLI down
+        _console(stderr=True).print(f"[yellow]warning:[/] {exc.format_message()}")
+
+
 def main() -> None:
+    _add_plugin_commands()
     try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:

@@ -39,6 +39,7 @@ class RunConfig:
     val_fraction: float = 0.1
     workers: int = 0
     cache_images: bool | None = None
+    audit: bool = True
     data_root: str | None = None
     out: str = "runs"
     name: str | None = None

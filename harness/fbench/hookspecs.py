@@ -41,6 +41,17 @@ def register_ablations(register: Any) -> None:
 
 
 @hookspec
+def register_recipes(register: Any) -> None:
+    """Register dataset recipes for ``fbench data build``: ``register(Recipe(...))``."""
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add click commands to the ``fbench`` CLI (``cli`` is the root group; its ``data``
+    group takes dataset preparation commands)."""
+
+
+@hookspec
 def on_run_start(run_dir: str, config: dict[str, Any]) -> None:
     """A run begins; ``config`` is the resolved configuration stored with it."""
 

@@ -11,13 +11,17 @@ dropped rather than given to the other split.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from fbench.errors import FbenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# numpy and pandas are imported inside the functions: plugins import Recipe at module level,
+# and `fbench list` must not pay for pandas.
 
 SPLIT_ORDER = ("eval", "train")
 
@@ -26,13 +30,17 @@ SPLIT_ORDER = ("eval", "train")
 class Recipe:
     """``counts[split][source]``: images of ``source`` in ``split`` (``train``/``eval``).
 
-    ``with_masks``: rows keep their mask column (segmentation recipes). ``legacy_order``: the
-    source's rows are taken in the given (file-listing) order instead of by group, which
-    reproduces a leaky split on purpose (the thesis's recipe 3)."""
+    ``collect(root)``: the plugin's function returning the candidate rows found under a
+    sources root (columns path, label, source, group; optionally mask, width, height, and
+    anything else worth keeping). ``with_masks``: rows keep their mask column (segmentation
+    recipes). ``legacy_order``: the source's rows are taken in the given (file-listing) order
+    instead of by group, which reproduces a leaky split on purpose (the thesis's recipe 3).
+    ``extra["labels"]``: ``{source: label}``, for the balance audit."""
 
     name: str
     summary: str
     counts: dict[str, dict[str, int]]
+    collect: Callable[[str], Any] | None = None
     with_masks: bool = False
     legacy_order: bool = False
     notes: str = ""
@@ -50,8 +58,23 @@ class Recipe:
             raise FbenchError(f"--scale must be in (0, 1], got {scale}.")
         counts = {split: {src: max(1, math.floor(n * scale)) for src, n in per.items()}
                   for split, per in self.counts.items()}
-        return Recipe(self.name, self.summary, counts, self.with_masks, self.legacy_order,
-                      self.notes, {**self.extra, "scale": scale})
+        import dataclasses
+
+        return dataclasses.replace(self, counts=counts, extra={**self.extra, "scale": scale})
+
+    def expected_balance(self) -> dict[str, dict[int, float]]:
+        """The label shares per split this recipe declares (needs each source's label in
+        ``extra["labels"]``: ``{source: label}``)."""
+        labels = self.extra.get("labels", {})
+        out: dict[str, dict[int, float]] = {}
+        for split, per in self.counts.items():
+            total = sum(per.values())
+            shares: dict[int, float] = {}
+            for src, n in per.items():
+                if src in labels:
+                    shares[labels[src]] = shares.get(labels[src], 0.0) + n / total
+            out[split] = shares
+        return out
 
 
 def shortfall(recipe: Recipe, candidates: pd.DataFrame) -> dict[str, tuple[int, int]]:
@@ -70,6 +93,9 @@ def build(recipe: Recipe, candidates: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Select and split ``candidates`` (columns: path, label, source, group; optional mask and
     others, kept) per ``recipe``. Deterministic for a seed. Raises when a source is short,
     naming it and suggesting ``--scale``."""
+    import numpy as np
+    import pandas as pd
+
     missing = shortfall(recipe, candidates)
     if missing:
         worst = min(have / asked for asked, have in missing.values())

@@ -60,6 +60,7 @@ class Registry:
         self._dist_of: dict[str, tuple[str | None, str | None]] = {}
         self._specs: dict[str, dict[str, tuple[Any, str]]] | None = None
         self._ablations: dict[str, tuple[AblationSpec, str]] | None = None
+        self._recipes: dict[str, tuple[Any, str]] | None = None
 
     # -- loading --------------------------------------------------------------------------
     def _allowed(self, dist_name: str | None) -> bool:
@@ -103,6 +104,7 @@ class Registry:
     def _invalidate(self) -> None:
         self._specs = None
         self._ablations = None
+        self._recipes = None
 
     def register_plugin(self, plugin: Any, name: str | None = None) -> str:
         """Register a plugin object or module directly (tests, notebooks)."""
@@ -158,8 +160,24 @@ class Registry:
                 ablations[spec.family] = (spec, _plugin)
 
             impl.function(register=register_ablation)
+        recipes: dict[str, tuple[Any, str]] = {}
+        from fbench.recipes import Recipe
+
+        for impl in self.pm.hook.register_recipes.get_hookimpls():
+            def register_recipe(recipe: Recipe, _plugin=impl.plugin_name) -> None:
+                if not isinstance(recipe, Recipe):
+                    raise FbenchError(f"plugin {_plugin!r} registered a "
+                                      f"{type(recipe).__name__} as a recipe.")
+                if recipe.name in recipes:
+                    raise FbenchError(
+                        f"recipe {recipe.name!r} is registered by two plugins: "
+                        f"{recipes[recipe.name][1]!r} and {_plugin!r}.")
+                recipes[recipe.name] = (recipe, _plugin)
+
+            impl.function(register=register_recipe)
         self._specs = specs
         self._ablations = ablations
+        self._recipes = recipes
 
     def specs(self, kind: str) -> dict[str, tuple[Any, str]]:
         with self._lock:
@@ -174,6 +192,19 @@ class Registry:
                 self._collect()
             assert self._ablations is not None
             return self._ablations
+
+    def recipes(self) -> dict[str, tuple[Any, str]]:
+        with self._lock:
+            if self._recipes is None:
+                self._collect()
+            assert self._recipes is not None
+            return self._recipes
+
+    def recipe(self, name: str) -> Any:
+        table = self.recipes()
+        if name not in table:
+            raise UnknownNameError("recipe", name, sorted(table))
+        return table[name][0]
 
     def get(self, kind: str, name: str) -> Any:
         table = self.specs(kind)

@@ -43,6 +43,7 @@ class ResolvedRun:
     transform: TransformSpec
     manifest: pd.DataFrame
     input_size: int
+    audit: dict[str, Any] | None = None
 
     def build_model(self) -> Any:
         from fbench.detector import as_detector
@@ -66,6 +67,7 @@ class ResolvedRun:
                 "transform": get_registry().provider("transform", self.transform.name),
             },
             "split_counts": {s: {str(k): int(v) for k, v in c.items()} for s, c in counts.items()},
+            "audit": self.audit,
             **extra,
         }
 
@@ -101,6 +103,7 @@ def resolve(config: RunConfig) -> ResolvedRun:
     manifest = load_manifest(ds, config.data_root, config.dataset_options)
     manifest = carve_validation(manifest, config.val_fraction, config.seed)
     assert_grouped(manifest)
+    audit_result = run_audit(manifest, config.audit)
 
     # Never up-sample past the dataset's native resolution by default: it adds no
     # information, only compute (the embedded dataset is 64 px; thesis detectors say 224).
@@ -108,4 +111,24 @@ def resolve(config: RunConfig) -> ResolvedRun:
     native = manifest.attrs.get("image_size")
     if config.input_size is None and native:
         size = min(size, int(native))
-    return ResolvedRun(config, det, ds, tr, manifest, int(size))
+    return ResolvedRun(config, det, ds, tr, manifest, int(size), audit_result)
+
+
+def run_audit(manifest: pd.DataFrame, enabled: bool) -> dict[str, Any] | None:
+    """Audit a built dataset (one whose manifest asks for it) before training; a leak stops
+    the run. ``--skip-audit`` skips it, and the run records that it did."""
+    if not manifest.attrs.get("audit"):
+        return None
+    if not enabled:
+        return {"skipped": True}
+    from fbench.audit import audit
+
+    report = audit(manifest, manifest.attrs.get("expected_balance"), balance_tolerance=0.02)
+    if not report.ok:
+        raise FbenchError(
+            f"dataset {manifest.attrs.get('name')!r} fails the leakage audit: "
+            + ", ".join(f"{k} {v}" for k, v in report.summary().items() if v) + ".",
+            "see `fbench data audit` for the offenders; rebuild the dataset, or pass "
+            "--skip-audit (recorded in the run).",
+        )
+    return {"skipped": False, "ok": True, **report.summary()}
