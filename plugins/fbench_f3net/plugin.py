@@ -1,0 +1,119 @@
+"""Entry point of the F3Net family (Qian et al., ECCV 2020) as the thesis built it: six
+detectors and their ablation group. torch and timm are imported inside the factories, so
+``fbench list`` stays fast.
+
+Shared options: ``depth`` (``thesis``: Xception without middle blocks 4-7, as the thesis;
+``full``: the paper's), ``pretrained_path`` (a local F3Net or Xception state dict, loaded with
+``weights_only=True``; training is from scratch otherwise), ``dropout`` before the classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fbench import AblationSpec, DetectorSpec, hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fbench_f3net.model import F3Net
+
+# The thesis trained every F3Net variant with Adam at lr 0.002; batch sizes from its notebook.
+_LR = 2e-3
+
+
+def make_xception(num_classes: int = 3, depth: str = "thesis", dropout: float = 0.2,
+                  pretrained_path: str | None = None) -> F3Net:
+    """The baseline: one RGB Xception stream (timm legacy_xception), pooled, dropout, FC."""
+    from fbench_f3net.model import build_f3net
+
+    return build_f3net("xception", num_classes, pretrained_path, depth=depth, dropout=dropout)
+
+
+def make_fad(num_classes: int = 3, depth: str = "thesis", input_size: int = 224,
+             dropout: float = 0.2, pretrained_path: str | None = None) -> F3Net:
+    """FAD head (4 DCT bands, learnable ``input_size``² filters) + 12-channel Xception."""
+    from fbench_f3net.model import build_f3net
+
+    return build_f3net("fad", num_classes, pretrained_path, depth=depth, input_size=input_size,
+                       dropout=dropout)
+
+
+def make_lfs(num_classes: int = 3, depth: str = "thesis", lfs_order: str = "log-first",
+             dropout: float = 0.2, pretrained_path: str | None = None) -> F3Net:
+    """LFS head (10×10 sliding DCT, 6 band statistics) + 6-channel, stride-1-stem Xception."""
+    from fbench_f3net.model import build_f3net
+
+    return build_f3net("lfs", num_classes, pretrained_path, depth=depth, lfs_order=lfs_order,
+                       dropout=dropout)
+
+
+def make_both(num_classes: int = 3, depth: str = "thesis", input_size: int = 224,
+              lfs_order: str = "log-first", dropout: float = 0.2,
+              pretrained_path: str | None = None) -> F3Net:
+    """FAD and LFS streams, pooled features concatenated (4096) → dropout → FC."""
+    from fbench_f3net.model import build_f3net
+
+    return build_f3net("both", num_classes, pretrained_path, depth=depth,
+                       input_size=input_size, lfs_order=lfs_order, dropout=dropout)
+
+
+def make_mix(num_classes: int = 3, depth: str = "thesis", input_size: int = 224,
+             lfs_order: str = "log-first", mix_after: str | None = None, dropout: float = 0.2,
+             pretrained_path: str | None = None) -> F3Net:
+    """Both, with MixBlocks after Xception blocks ``mix_after`` (default: 8,11 at the thesis's
+    depth, 7,12 at full depth as the paper)."""
+    from fbench_f3net.model import build_f3net
+
+    return build_f3net("mix", num_classes, pretrained_path, depth=depth, input_size=input_size,
+                       lfs_order=lfs_order, mix_after=mix_after, dropout=dropout)
+
+
+def make_mix_seg(num_classes: int = 3, depth: str = "thesis", input_size: int = 224,
+                 lfs_order: str = "log-first", mix_after: str | None = None,
+                 dropout: float = 0.2, ce_weight: float = 1.0, bce_weight: float = 1.0,
+                 dice_weight: float = 1.0, dice_reduction: str = "image",
+                 decoder_activation: str = "none", pretrained_path: str | None = None) -> F3Net:
+    """The thesis's multi-task model: Mix + a decoder after the last MixBlock to a forgery
+    mask; loss = CE + BCE + Dice (weighted; mask terms on rows with a known mask)."""
+    from fbench_f3net.model import build_f3net
+
+    return build_f3net("mix-seg", num_classes, pretrained_path, depth=depth,
+                       input_size=input_size, lfs_order=lfs_order, mix_after=mix_after,
+                       dropout=dropout, ce_weight=ce_weight, bce_weight=bce_weight,
+                       dice_weight=dice_weight, dice_reduction=dice_reduction,
+                       decoder_activation=decoder_activation)
+
+
+_VARIANTS = {
+    # short name: (factory, summary, thesis batch size)
+    "xception": (make_xception, "F3Net baseline: RGB Xception (thesis depth by default)", 64),
+    "fad": (make_fad, "F3Net FAD stream: 4 learnable DCT bands -> 12-channel Xception", 64),
+    "lfs": (make_lfs, "F3Net LFS stream: sliding-window DCT statistics -> Xception", 64),
+    "both": (make_both, "F3Net FAD + LFS streams, features concatenated", 24),
+    "mix": (make_mix, "F3Net FAD + LFS streams with MixBlock cross-attention", 24),
+    "mix-seg": (make_mix_seg, "F3Net Mix + mask decoder (the thesis's multi-task model)", 32),
+}
+
+
+@hookimpl
+def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
+    for short, (factory, summary, batch_size) in _VARIANTS.items():
+        register(DetectorSpec(
+            name=f"f3net-{short}",
+            summary=summary,
+            factory=factory,
+            family="f3net",
+            input_size=224,
+            transform="raw",
+            needs_masks=short == "mix-seg",
+            defaults={"lr": _LR, "batch_size": batch_size},
+        ))
+
+
+@hookimpl
+def register_ablations(register: Callable[[AblationSpec], Any]) -> None:
+    register(AblationSpec(
+        family="f3net",
+        variants={short: f"f3net-{short}" for short in _VARIANTS},
+        summary="F3Net ablation (Qian et al. 2020), plus the thesis's Mix + Seg",
+    ))
