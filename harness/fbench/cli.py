@@ -201,6 +201,87 @@ def plugins_cmd() -> None:
                       "external packages load.")
 
 
+@cli.command("ablate")
+@click.argument("names", nargs=-1)
+@click.option("--dataset", default="synthetic", show_default=True, help="Dataset name.")
+@click.option("--family", help="Ablation family the short names belong to (e.g. f3net); "
+              "needed only when a name is in several.")
+@click.option("--detector", help="Ablate transforms of one detector instead "
+              "(with --transforms).")
+@click.option("--transforms", help="Transforms to compare for --detector: "
+              "`--transforms raw dct dft` (or comma-separated).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds per variant (seed, seed+1, ...); tables show mean ± std.")
+@click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
+@click.option("--reuse/--no-reuse", default=True, show_default=True,
+              help="Reuse a stored run with the same configuration instead of training.")
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True))
+@click.option("--input-size", type=click.IntRange(min=8))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True)
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--dataset-option", multiple=True, metavar="KEY=VALUE")
+@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE",
+              help="An option for every variant's factory.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"),
+              show_default=True, help="Runs directory (searched for reusable runs).")
+@click.option("--output", "-o", "output", type=click.Path(path_type=Path),
+              help="Markdown file for the table [default: <out>/ablation-<name>-<dataset>.md].")
+@click.option("--no-progress", is_flag=True)
+def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detector: str | None,
+               transforms: str | None, seeds: int, seed: int, reuse: bool,
+               data_root: Path | None, dataset_option: tuple[str, ...], set_: tuple[str, ...],
+               out: Path, output: Path | None, no_progress: bool, **settings: Any) -> None:
+    """Run an ablation and write its table.
+
+    \b
+    fbench ablate xception fad lfs both mix mix-seg --dataset synthetic --epochs 1
+    fbench ablate --detector resnet18 --transforms raw dct dft
+    """
+    import shlex
+
+    from fbench.ablate import ablate, ablation_markdown, resolve_variants
+    from fbench.config import RunConfig, parse_assignments
+    from fbench.store import atomic_path, prepare_out_dir
+
+    tf_list: list[str] | None = None
+    if detector:
+        # `--transforms raw dct dft`: the names after the first land in NAMES
+        tf_list = [t for part in [transforms or "", *names] for t in part.split(",") if t]
+        if not tf_list:
+            raise FbenchError("--detector needs --transforms.",
+                              "e.g. fbench ablate --detector resnet18 --transforms raw dct dft")
+        spec, variants = None, [(detector, detector)]
+        get_name = detector
+    else:
+        if not names:
+            raise FbenchError("name the variants to ablate, e.g. `fbench ablate fad lfs mix`.",
+                              "`fbench list detectors` shows the detectors.")
+        spec, variants = resolve_variants(names, family)
+        get_name = spec.family if spec else "detectors"
+        if transforms:
+            tf_list = [t for t in transforms.split(",") if t]
+    base = RunConfig(dataset=dataset, data_root=str(data_root) if data_root else None,
+                     out=str(out), dataset_options=parse_assignments(dataset_option,
+                                                                     "--dataset-option"),
+                     options=parse_assignments(set_, "--set"),
+                     **{k: v for k, v in settings.items() if v is not None})
+    prepare_out_dir(out)
+    console = _console(stderr=True)
+    rows = ablate(variants, base, [seed + i for i in range(seeds)], reuse=reuse,
+                  transforms=tf_list, console=console, progress=not no_progress)
+    command = "fbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    text = ablation_markdown(rows, spec, command)
+    target = output or out / f"ablation-{get_name}-{dataset}.md"
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    click.echo(text)  # plain: rich would wrap the markdown lines
+    click.echo(f"written to {target}")
+
+
 @cli.group("data")
 def data_group() -> None:
     """Build, audit and prepare datasets."""

@@ -47,8 +47,14 @@ class ResolvedRun:
 
     def build_model(self) -> Any:
         from fbench.detector import as_detector
+        from fbench.specs import factory_options
 
-        model = self.detector.factory(num_classes=3, **self.config.options)
+        options = dict(self.config.options)
+        # A detector whose size-dependent parts take ``input_size`` gets the run's size
+        # unless the user set it explicitly.
+        if "input_size" in factory_options(self.detector.factory) and "input_size" not in options:
+            options["input_size"] = self.input_size
+        model = self.detector.factory(num_classes=3, **options)
         return as_detector(model)
 
     def build_transform(self) -> Any:

@@ -112,3 +112,6 @@ class AblationSpec:
     family: str
     variants: dict[str, str]
     summary: str = ""
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Reference columns measured elsewhere, ``{column title: {short name: value}}``; shown
+    beside fbench's own numbers, labelled as references, never instead of them."""
