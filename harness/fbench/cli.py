@@ -17,6 +17,36 @@ from fbench.errors import FbenchError
 KINDS = {"datasets": "dataset", "transforms": "transform", "detectors": "detector"}
 
 
+def _command_line() -> str:
+    """The current command, rebuilt from its parsed parameters (what a table header needs to
+    say how to regenerate it; independent of how the CLI was launched)."""
+    import shlex
+
+    ctx = click.get_current_context()
+    parts = ["fbench", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or value == () or value is False or (
+                isinstance(param, click.Option) and value == param.default
+                and not param.required):
+            continue
+        values = list(value) if isinstance(value, (tuple, list)) else [value]
+        if isinstance(param, click.Argument):
+            parts += [str(v) for v in values]
+            continue
+        flag = max(param.opts, key=len)
+        if param.is_flag and not param.secondary_opts:
+            parts.append(flag)
+        elif param.is_flag:
+            parts.append(flag if value else max(param.secondary_opts, key=len))
+        elif param.multiple:
+            for v in values:
+                parts += [flag, *(map(str, v) if isinstance(v, tuple) else [str(v)])]
+        else:
+            parts += [flag, *map(str, values)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False)
 
@@ -241,8 +271,6 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
     fbench ablate xception fad lfs both mix mix-seg --dataset synthetic --epochs 1
     fbench ablate --detector resnet18 --transforms raw dct dft
     """
-    import shlex
-
     from fbench.ablate import ablate, ablation_markdown, resolve_variants
     from fbench.config import RunConfig, parse_assignments
     from fbench.store import atomic_path, prepare_out_dir
@@ -273,13 +301,50 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
     console = _console(stderr=True)
     rows = ablate(variants, base, [seed + i for i in range(seeds)], reuse=reuse,
                   transforms=tf_list, console=console, progress=not no_progress)
-    command = "fbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    text = ablation_markdown(rows, spec, command)
+    text = ablation_markdown(rows, spec, _command_line())
     target = output or out / f"ablation-{get_name}-{dataset}.md"
     with atomic_path(target) as tmp:
         tmp.write_text(text)
     click.echo(text)  # plain: rich would wrap the markdown lines
     click.echo(f"written to {target}")
+
+
+@cli.command("leaderboard")
+@click.option("--runs", "runs_dir", type=click.Path(path_type=Path), default=Path("runs"),
+              show_default=True, help="Directory of runs.")
+@click.option("--dataset", help="Only runs on this dataset.")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]), default="md",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to FILE.")
+@click.option("--compare", nargs=2, type=click.Path(path_type=Path), metavar="RUN_A RUN_B",
+              help="Difference in macro-F1 of two runs with a 95% bootstrap interval.")
+@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True)
+def leaderboard_cmd(runs_dir: Path, dataset: str | None, fmt: str, output: Path | None,
+                    compare: tuple[Path, Path] | None, resamples: int) -> None:
+    """One row per configuration, sorted by macro-F1, recomputed from stored predictions."""
+    from fbench.leaderboard import bootstrap_difference, completed_runs, leaderboard, render
+    from fbench.store import atomic_path, load_run
+
+    if compare:
+        a, b = (load_run(p) for p in compare)
+        d = bootstrap_difference(a, b, n=resamples)
+        click.echo(f"macro-F1 {a.id} − {b.id}: {d['difference']:+.2f} points, 95% CI "
+                   f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] ({d['resamples']} "
+                   f"{'paired ' if d['paired'] else ''}bootstrap resamples of eval images)")
+        return
+    if not runs_dir.is_dir():
+        raise FbenchError(f"runs directory {runs_dir} does not exist.", "pass --runs DIR.")
+    board = leaderboard(completed_runs(runs_dir), dataset)
+    if board.empty:
+        raise FbenchError(f"no completed runs in {runs_dir}"
+                          + (f" on dataset {dataset!r}" if dataset else "") + ".")
+    text = render(board, fmt, _command_line())
+    if output:
+        with atomic_path(output) as tmp:
+            tmp.write_text(text)
+        click.echo(f"written to {output}")
+    else:
+        click.echo(text)
 
 
 @cli.group("data")
