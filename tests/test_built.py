@@ -78,7 +78,7 @@ def test_build_then_run_audits_and_records(sources):
             resolve(RunConfig(detector="resnet18", dataset="toy", data_root=str(out)))
         skipped = resolve(RunConfig(detector="resnet18", dataset="toy", data_root=str(out),
                                     audit=False))
-        assert skipped.stored_config()["audit"] == {"skipped": True}
+        assert skipped.stored_config()["audit"]["skipped"] is True
         audit = CliRunner().invoke(cli, ["data", "audit", "toy", "--data-root", str(out)])
         assert audit.exit_code != 0 and "identical files" in audit.output
 

@@ -35,7 +35,7 @@ def venv(tmp_path_factory) -> Path:
 
 def _fbench(venv: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "FBENCH_LOAD_PLUGINS"}
-    environ.update(env)
+    environ.update({"COLUMNS": "250", **env})  # rich would wrap long names at 80
     return subprocess.run([str(venv / "bin" / "python"), "-m", "fbench", *args],
                           capture_output=True, text=True, env=environ, timeout=600)
 

@@ -69,7 +69,6 @@ def load_synthetic(root: str | os.PathLike | None = None, *, n_per_class: int = 
         raise FbenchError(f"synthetic: eval_fraction={eval_fraction} must lie in (0, 1).")
 
     from fbench import make_manifest
-
     from fbench_synthetic import generate as gen
 
     base = Path(root) if root is not None else default_cache_dir()
@@ -78,7 +77,7 @@ def load_synthetic(root: str | os.PathLike | None = None, *, n_per_class: int = 
     if not (final / MANIFEST_FILE).is_file():
         _generate_atomically(final, gen, n_per_class, image_size, seed, eval_fraction)
     rows = _read_rows(final / MANIFEST_FILE)
-    return make_manifest(rows, root=final, name="synthetic")
+    return make_manifest(rows, root=final, name="synthetic", image_size=image_size)
 
 
 def _generate_atomically(final: Path, gen, n_per_class: int, image_size: int, seed: int,

@@ -1,0 +1,183 @@
+"""``fbench data prepare ffhq|ffpp|check-gan`` and ``fbench data import-lists``.
+
+Only click and rich at import (the CLI builds these commands at every start); OpenCV,
+mediapipe and pandas load inside the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fbench import FbenchError
+
+_DIR = click.Path(path_type=Path, file_okay=False)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+@click.group("prepare")
+def prepare_group() -> None:
+    """Prepare the thesis's sources (FFHQ crops, FaceForensics++ frames; check GAN folders)."""
+
+
+@prepare_group.command("ffhq")
+@click.argument("src", type=_DIR)
+@click.option("--out", "-o", type=_DIR, required=True,
+              help="Where the crops go; use SOURCES/ffhq to build recipes from them.")
+@click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Person score above which a pixel is the person.")
+@click.option("--blank-background/--keep-background", default=True, show_default=True,
+              help="Paint pixels at or below the threshold gray (192,192,192), or keep them.")
+@click.option("--margin", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Grow the person box by this fraction of its size on each side.")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Crop a seeded random subset of this many images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --limit.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def prepare_ffhq_cmd(src: Path, out: Path, threshold: float, blank_background: bool,
+                     margin: float, limit: int | None, seed: int, no_progress: bool) -> None:
+    """Crop FFHQ images in SRC to the person (mediapipe selfie segmentation, model 0).
+
+    Resumable: re-running with the same settings skips finished images."""
+    from fbench_thesis.ffhq import prepare_ffhq
+
+    s = prepare_ffhq(src, out, threshold=threshold, blank_background=blank_background,
+                     margin=margin, limit=limit, seed=seed, progress=not no_progress)
+    console = _console()
+    console.print(f"FFHQ: {s['cropped']} crops in {out} ({s['processed']} processed now, "
+                  f"{s['done_before']} done before; {s['images_per_s'] or '-'} images/s).")
+    if s["no_person"]:
+        console.print(f"[yellow]{len(s['no_person'])} image(s) with no person found[/] "
+                      f"(not cropped; listed in {out / 'report.json'}): "
+                      + ", ".join(s["no_person"][:10]))
+
+
+@prepare_group.command("ffpp")
+@click.argument("videos", type=_DIR)
+@click.option("--masks", type=_DIR, help="The mask videos (default: FaceForensics++'s "
+              "<method>/masks/videos beside <method>/<quality>/videos).")
+@click.option("--out", "-o", type=_DIR, required=True,
+              help="Where frames go; use SOURCES/face2face (or faceswap, deepfakedetection).")
+@click.option("--every", type=click.IntRange(min=1),
+              help="Take every N-th frame (from a seeded offset).")
+@click.option("--per-video", type=click.IntRange(min=1),
+              help="Take K seeded random frames per video. [default: 30 unless --every]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--min-confidence", type=click.FloatRange(0, 1, min_open=True), default=0.9,
+              show_default=True, help="mediapipe face detection threshold.")
+@click.option("--margin", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Grow the face box by this fraction of its size on each side.")
+@click.option("--mask-threshold", type=click.IntRange(0, 254), default=0, show_default=True,
+              help="Mask pixels above this value count as manipulated (the thesis: any "
+              "non-zero).")
+@click.option("--skip-bad", is_flag=True,
+              help="Report unreadable or mismatched videos and go on (default: stop).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def prepare_ffpp_cmd(videos: Path, masks: Path | None, out: Path, every: int | None,
+                     per_video: int | None, seed: int, min_confidence: float, margin: float,
+                     mask_threshold: int, skip_bad: bool, no_progress: bool) -> None:
+    """Extract face crops and their masks from FaceForensics++ VIDEOS.
+
+    Every frame keeps its video (OUT/index.parquet), so recipes split by video. Resumable:
+    re-running with the same settings skips finished videos."""
+    from fbench_thesis.ffpp import prepare_ffpp
+
+    if every is not None and per_video is not None:
+        raise FbenchError("give either --every or --per-video, not both.")
+    s = prepare_ffpp(videos, out, masks=masks, every=every, per_video=per_video, seed=seed,
+                     min_confidence=min_confidence, margin=margin,
+                     mask_threshold=mask_threshold, skip_bad=skip_bad,
+                     progress=not no_progress)
+    console = _console()
+    console.print(f"FaceForensics++: {s['frames']} frames from {s['videos']} videos in {out} "
+                  f"({s['processed']} processed now, {s['done_before']} done before; "
+                  f"{s['sampled_frames_per_s'] or '-'} sampled frames/s).")
+    if s["frames_without_face"]:
+        console.print(f"{s['frames_without_face']} sampled frame(s) had no face at "
+                      f"confidence {min_confidence} and were left out.")
+    if s["videos_without_face"]:
+        console.print(f"[yellow]{len(s['videos_without_face'])} video(s) without a "
+                      f"detectable face[/] (no frames; listed in {out / 'report.json'}): "
+                      + ", ".join(s["videos_without_face"][:10]))
+    for bad in s["bad_videos"]:
+        console.print(f"[red]skipped[/] {bad['video']}: {bad['error']}")
+
+
+@prepare_group.command("check-gan")
+@click.argument("directory", type=_DIR)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def check_gan_cmd(directory: Path, no_progress: bool) -> None:
+    """Check a folder of generated images: readable, 8-bit RGB, counted by native size."""
+    from fbench_thesis.gan import check_gan
+
+    r = check_gan(directory, progress=not no_progress)
+    console = _console()
+    sizes = ", ".join(f"{size}: {n}" for size, n in r["sizes"].items())
+    console.print(f"{directory}: {r['count']} images; sizes {sizes or '-'}.")
+    problems = len(r["unreadable"]) + len(r["not_rgb"])
+    if problems:
+        examples = r["unreadable"][:3] + [f"{p} ({what})" for p, what in
+                                          list(r["not_rgb"].items())[:3]]
+        raise FbenchError(f"{directory}: {len(r['unreadable'])} unreadable and "
+                          f"{len(r['not_rgb'])} non-RGB image(s), e.g. {', '.join(examples)}.",
+                          "re-generate or remove them (a set whose images differ in format "
+                          "gives a detector a shortcut).")
+    console.print("all images are readable 8-bit RGB.")
+
+
+def _prefix_pair(text: str) -> tuple[str, str]:
+    old, sep, new = text.partition("=")
+    if not sep or not old:
+        raise FbenchError(f"--map-prefix {text!r} is not OLD=NEW.",
+                          "e.g. --map-prefix /home/author/deepfake/=/data/thesis/")
+    return old, new
+
+
+@click.command("import-lists")
+@click.argument("train", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("eval_", metavar="EVAL", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", "-o", type=_DIR, required=True,
+              help="Directory to write manifest.parquet and recipe.json into.")
+@click.option("--root", type=_DIR, help="Your copy of the author's deepfake/ folder (holding "
+              "FFHQ_raw/, Deepfake_datasets/): the lists' prefix is mapped to it.")
+@click.option("--map-prefix", multiple=True, metavar="OLD=NEW",
+              help="Replace a path prefix (repeatable; the longest match wins).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def import_lists_cmd(train: Path, eval_: Path, out: Path, root: Path | None,
+                     map_prefix: tuple[str, ...], no_progress: bool) -> None:
+    """Import the thesis's TRAIN and EVAL split files (path<TAB>label, or
+    image<TAB>mask<TAB>label) as the dataset `thesis-lists`."""
+    from fbench_thesis.lists import import_lists
+
+    card = import_lists(train, eval_, out, root=root,
+                        map_prefix=[_prefix_pair(m) for m in map_prefix],
+                        progress=not no_progress)
+    console = _console()
+    for split, per in card["built"].items():
+        console.print(f"{split}: " + ", ".join(f"{src} {n}" for src, n in sorted(per.items())))
+    if card["groups_unknown"]:
+        console.print(f"[yellow]note:[/] {', '.join(card['groups_unknown'])}: "
+                      f"{card['groups_note']}.")
+    console.print(f"imported into {out}; use it with --dataset thesis-lists --data-root {out}.")
+
+
+def add_commands(cli: click.Group) -> None:
+    """Attach the commands to ``fbench data`` (joining a ``prepare`` group another plugin may
+    already have made)."""
+    data = cli.commands.get("data")
+    if not isinstance(data, click.Group):
+        raise FbenchError("the fbench CLI has no `data` group (fbench too old for "
+                          "fbench_thesis).")
+    prepare = data.commands.get("prepare")
+    if isinstance(prepare, click.Group) and prepare is not prepare_group:
+        for name, command in prepare_group.commands.items():
+            prepare.add_command(command, name)
+    else:
+        data.add_command(prepare_group)
+    data.add_command(import_lists_cmd)

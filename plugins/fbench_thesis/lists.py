@@ -1,0 +1,204 @@
+"""The thesis's own split files, imported as a built dataset.
+
+Each line is ``path<TAB>label`` or, for the segmentation recipes, ``image<TAB>mask<TAB>label``,
+with absolute paths from the author's machine under one prefix (``.../deepfake/``). The
+importer maps that prefix to where the user keeps the same files, infers each image's source
+from its folder, turns the constant masks ``real.png`` / ``fake.png`` into "" (the loader's
+all-zero / all-one masks), and writes ``manifest.parquet`` + ``recipe.json`` like
+``fbench data build`` does.
+
+What the lists cannot say: which video a FaceForensics++ frame came from (the thesis numbered
+frames with one global counter). Those frames get one group per file, so a video-level leak in
+imported lists is invisible to the group audit; the card says so (``groups_unknown``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fbench import FbenchError
+from fbench_thesis.images import image_size
+from fbench_thesis.progress import progress_bar
+from fbench_thesis.sources import FFPP
+
+DATASET = "thesis-lists"
+MANIFEST = "manifest.parquet"
+CARD = "recipe.json"
+CONSTANT_MASKS = ("real.png", "fake.png")
+# Folder names in the author's layout (and fbench's own) -> fbench source names.
+SOURCE_DIRS = {
+    "ffhq_raw": "ffhq", "ffhq": "ffhq",
+    "wgan_gp_img": "wgan-gp", "wgan-gp": "wgan-gp",
+    "stylegan_img": "stylegan", "stylegan": "stylegan",
+    "mspie_stylegan2_img": "mspie-stylegan2", "mspie-stylegan2": "mspie-stylegan2",
+    "face2face": "face2face", "faceswap": "faceswap",
+    "deepfakedetection": "deepfakedetection", "dfd": "deepfakedetection",
+}
+# Where the author's prefix ends: the first of these path parts.
+MARKERS = ("FFHQ_raw", "Deepfake_datasets", *CONSTANT_MASKS)
+_FRAME_DIRS = {"imgs", "images", "frames", "masks"}
+
+
+def read_list(path: str | Path, split: str) -> list[dict[str, Any]]:
+    """Rows of one split file: ``{"path", "mask", "label", "split", "line"}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FbenchError(f"split file {path} does not exist.")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) not in (2, 3):
+                raise FbenchError(
+                    f"{path}:{n}: expected `path<TAB>label` or `image<TAB>mask<TAB>label`, "
+                    f"found {len(fields)} tab-separated field(s): {line[:120]!r}.",
+                    "give the thesis's split files (tab-separated, one image per line).")
+            try:
+                label = int(fields[-1])
+            except ValueError:
+                label = -1
+            if label not in (0, 1, 2):
+                raise FbenchError(f"{path}:{n}: label {fields[-1]!r} is not 0, 1 or 2.",
+                                  "labels are 0 real, 1 generated, 2 edited.")
+            rows.append({"path": fields[0], "mask": fields[1] if len(fields) == 3 else "",
+                         "label": label, "split": split, "line": n,
+                         "with_mask": len(fields) == 3})
+    if not rows:
+        raise FbenchError(f"split file {path} has no rows.")
+    return rows
+
+
+def author_prefix(paths: list[str]) -> str | None:
+    """The common prefix before the thesis's folders (``/home/<author>/deepfake/``), or None
+    when the paths are not in the thesis's layout. Raises when they disagree."""
+    found = set()
+    for p in paths:
+        parts = PurePosixPath(p).parts
+        for i, part in enumerate(parts):
+            if part in MARKERS:
+                found.add(str(PurePosixPath(*parts[:i])) + "/" if i else "")
+                break
+    if len(found) > 1:
+        raise FbenchError(f"the split files use {len(found)} different prefixes "
+                          f"({', '.join(sorted(found)[:3])}), not one.",
+                          "map each with --map-prefix OLD=NEW.")
+    return found.pop() if found else None
+
+
+def map_path(path: str, mapping: list[tuple[str, str]]) -> str:
+    """Replace the longest matching ``old`` prefix by its ``new`` one."""
+    for old, new in sorted(mapping, key=lambda m: -len(m[0])):
+        if path.startswith(old):
+            rest = path[len(old):].lstrip("/")
+            return os.path.join(new, rest) if rest else new
+    return path
+
+
+def infer_source(path: str) -> str:
+    """The source of an image from its folders: a known folder name anywhere in the path,
+    else the folder holding it (above ``imgs/`` for extracted frames)."""
+    parts = list(PurePosixPath(path).parts[:-1])
+    for part in reversed(parts):
+        if part.lower() in SOURCE_DIRS:
+            return SOURCE_DIRS[part.lower()]
+    folders = [p for p in parts if p.lower() not in _FRAME_DIRS and p != "/"]
+    return folders[-1].lower().replace("_", "-") if folders else "unknown"
+
+
+def infer_group(source: str, label: int, path: str) -> tuple[str, bool]:
+    """``(group, known)``: an image is its own identity (FFHQ, GANs); a frame's video is not
+    recorded in the lists, so a frame gets its own group and ``known`` is False."""
+    stem = PurePosixPath(path).stem
+    if source in FFPP or label == 2:
+        return f"{source}/frame-{stem}", False
+    return f"{source}/{stem}", True
+
+
+def import_lists(train: str | Path, eval_: str | Path, out: str | Path, *,
+                 root: str | Path | None = None,
+                 map_prefix: list[tuple[str, str]] | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Import the thesis's ``train`` and ``eval`` split files into ``out`` (manifest.parquet,
+    recipe.json). ``root``: where the user keeps what the author kept under the detected
+    prefix (``.../deepfake/``); ``map_prefix``: explicit ``(old, new)`` prefixes, applied
+    first. Returns the card. Nothing is written unless every listed file exists."""
+    from fbench import __version__, make_manifest
+    from fbench.store import write_json, write_parquet
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FbenchError(f"--out {out} is a file.", "give a directory.")
+    rows = read_list(train, "train") + read_list(eval_, "eval")
+    mapping = list(map_prefix or [])
+    detected = author_prefix([r["path"] for r in rows])
+    if root is not None:
+        if detected is None:
+            raise FbenchError("--root needs the thesis's layout (FFHQ_raw/, "
+                              "Deepfake_datasets/, real.png) in the listed paths, and these "
+                              f"paths have none (e.g. {rows[0]['path']}).",
+                              "map the prefix explicitly with --map-prefix OLD=NEW.")
+        mapping.append((detected, str(Path(root).resolve())))
+
+    groups_unknown: set[str] = set()
+    built = []
+    for r in rows:
+        source = infer_source(r["path"])
+        group, known = infer_group(source, r["label"], r["path"])
+        if not known:
+            groups_unknown.add(source)
+        constant = r["with_mask"] and PurePosixPath(r["mask"]).name in CONSTANT_MASKS
+        built.append({"path": map_path(r["path"], mapping), "label": r["label"],
+                      "source": source, "group": group, "split": r["split"],
+                      "mask": "" if constant or not r["mask"] else map_path(r["mask"], mapping),
+                      "list_line": r["line"]})
+
+    missing = [(b["path"], r) for b, r in zip(built, rows, strict=True)
+               if not os.path.isfile(b["path"])]
+    missing += [(b["mask"], r) for b, r in zip(built, rows, strict=True)
+                if b["mask"] and not os.path.isfile(b["mask"])]
+    if missing:
+        path, r = missing[0]
+        where = train if r["split"] == "train" else eval_
+        hint = (f"the lists' own prefix is {detected!r}: pass --root DIR (the folder holding "
+                "FFHQ_raw/ and Deepfake_datasets/)" if detected is not None
+                else "map the listed prefix to yours with --map-prefix OLD=NEW")
+        raise FbenchError(f"{len(missing)} listed file(s) do not exist, e.g. {path} "
+                          f"({where}:{r['line']}).", hint + ".")
+
+    with progress_bar("reading image sizes", len(built), progress) as advance:
+        for b in built:
+            b["width"], b["height"] = image_size(b["path"])
+            advance()
+    manifest = make_manifest(built, root=out, name=DATASET)
+    counts = manifest.groupby(["split", "source"]).size()
+    card = {
+        "recipe": DATASET,
+        "summary": "the thesis's own split lists, imported",
+        "fbench": __version__,
+        "lists": {split: {"file": str(Path(f).resolve()), "rows": int(n),
+                          "sha256": hashlib.sha256(Path(f).read_bytes()).hexdigest()}
+                  for split, f, n in (("train", train, (manifest["split"] == "train").sum()),
+                                      ("eval", eval_, (manifest["split"] == "eval").sum()))},
+        "prefix_map": [list(m) for m in mapping],
+        "with_masks": any(r["with_mask"] for r in rows),
+        "built": {s: {src: int(n) for src, n in counts[s].items()}
+                  for s in counts.index.get_level_values(0).unique()},
+        "groups_unknown": sorted(groups_unknown),
+        "groups_note": ("frames of these sources have one group per file: the split lists do "
+                        "not record their videos, so a video in both splits cannot be seen "
+                        "by the group audit" if groups_unknown else ""),
+        # no recipe declares the lists' balance; the run-time audit still checks groups and
+        # file hashes (computed then, since the lists carry none)
+        "expected_balance": {},
+        "audit": {"ok": None, "note": "not audited at import; `fbench data audit "
+                  f"{DATASET} --data-root {out}` or `fbench run` audits it"},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet(out / MANIFEST, manifest)
+    write_json(out / CARD, card)
+    return card
