@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from tiny import tiny_cnn
 
 import fbench
 from fbench.ablate import resolve_variants
@@ -12,11 +13,8 @@ from fbench.cli import cli
 from fbench.registry import registered
 
 
-def _tiny(num_classes=3, width=4):
-    from torch import nn
-
-    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(width, num_classes))
+def _tiny(num_classes: int = 3, width: int = 4):
+    return tiny_cnn(num_classes, width, depth=1)
 
 
 class Family:

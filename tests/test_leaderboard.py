@@ -8,6 +8,7 @@ import io
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from tiny import tiny_cnn
 
 import fbench
 from fbench.cli import cli
@@ -15,11 +16,8 @@ from fbench.leaderboard import bootstrap_difference, completed_runs, leaderboard
 from fbench.registry import registered
 
 
-def _tiny(num_classes=3, width=4):
-    from torch import nn
-
-    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(width, num_classes))
+def _tiny(num_classes: int = 3, width: int = 4):
+    return tiny_cnn(num_classes, width, depth=1)
 
 
 class Tiny:

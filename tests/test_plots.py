@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tiny import tiny_cnn
 
 import fbench
 from fbench import plots
@@ -21,11 +22,7 @@ DATASET_OPTIONS = {"n_per_class": 12, "image_size": 32}
 
 
 def _tiny(num_classes: int = 3, width: int = 4):
-    from torch import nn
-
-    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+    return tiny_cnn(num_classes, width, depth=2)
 
 
 class Tiny:

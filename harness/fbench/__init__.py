@@ -38,6 +38,7 @@ _LAZY = {
     "compute_metrics": "fbench.metrics",
     "registered": "fbench.registry",
     "load_built_dataset": "fbench.built",
+    "read_state_dict": "fbench.weights",
 }
 
 __all__ = [
@@ -81,3 +82,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from fbench.metrics import compute_metrics
     from fbench.registry import registered
     from fbench.store import Run
+    from fbench.weights import read_state_dict

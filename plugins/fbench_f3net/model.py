@@ -6,7 +6,6 @@ stages are run explicitly so MixBlocks (and the decoder) can tap the streams bet
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -196,23 +195,9 @@ class F3NetSeg(F3Net):
 
 
 def _read_state(path: str) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise FbenchError(f"pretrained_path {path} does not exist.",
-                          "give the path of a local .pt/.pth state dict.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FbenchError(f"cannot load weights from {path}: {exc}.",
-                          "save them with torch.save(model.state_dict(), path).") from None
-    for wrapper in ("model", "state_dict"):  # an fbench checkpoint, a Lightning-style one
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise FbenchError(f"{path} holds no state dict.",
-                          "save one with torch.save(model.state_dict(), path).")
-    # DataParallel checkpoints (the thesis trained on several GPUs) prefix every key.
-    return {k.removeprefix("module."): v for k, v in state.items()
-            if isinstance(v, torch.Tensor)}
+    from fbench import read_state_dict
+
+    return read_state_dict(path)
 
 
 def load_pretrained(model: F3Net, path: str) -> None:

@@ -1,0 +1,15 @@
+"""Shared by tests that need a detector which trains in seconds."""
+
+from __future__ import annotations
+
+
+def tiny_cnn(num_classes: int = 3, width: int = 4, depth: int = 1):
+    """``depth`` conv-ReLU layers, global pooling, a linear head."""
+    from torch import nn
+
+    layers, channels = [], 3
+    for _ in range(depth):
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+        channels = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, num_classes))
