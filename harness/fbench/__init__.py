@@ -39,6 +39,10 @@ _LAZY = {
     "registered": "fbench.registry",
     "load_built_dataset": "fbench.built",
     "read_state_dict": "fbench.weights",
+    # atomic writes for plugins that store files of their own
+    "write_json": "fbench.store",
+    "write_parquet": "fbench.store",
+    "read_json": "fbench.store",
 }
 
 __all__ = [
@@ -81,5 +85,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from fbench.manifest import make_manifest, validate_manifest
     from fbench.metrics import compute_metrics
     from fbench.registry import registered
-    from fbench.store import Run
+    from fbench.store import Run, read_json, write_json, write_parquet
     from fbench.weights import read_state_dict

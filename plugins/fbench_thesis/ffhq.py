@@ -78,7 +78,7 @@ def prepare_ffhq(src: str | Path, out: str | Path, *, threshold: float = 0.1,
     import numpy as np
     import pandas as pd
 
-    from fbench.store import write_json, write_parquet
+    from fbench import write_json, write_parquet
 
     src, out = Path(src), Path(out)
     if not src.is_dir():

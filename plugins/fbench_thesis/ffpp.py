@@ -278,7 +278,7 @@ def prepare_ffpp(videos: str | Path, out: str | Path, *, masks: str | Path | Non
     stores in ``out/report.json``."""
     import pandas as pd
 
-    from fbench.store import write_json, write_parquet
+    from fbench import write_json, write_parquet
 
     videos, out = Path(videos), Path(out)
     if every is None and per_video is None:

@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fbench import FbenchError
-from fbench.store import read_json, write_json
+from fbench import FbenchError, read_json, write_json
 
 JOURNAL = ".journal.jsonl"
 SETTINGS = "settings.json"

@@ -127,8 +127,7 @@ def import_lists(train: str | Path, eval_: str | Path, out: str | Path, *,
     recipe.json). ``root``: where the user keeps what the author kept under the detected
     prefix (``.../deepfake/``); ``map_prefix``: explicit ``(old, new)`` prefixes, applied
     first. Returns the card. Nothing is written unless every listed file exists."""
-    from fbench import __version__, make_manifest
-    from fbench.store import write_json, write_parquet
+    from fbench import __version__, make_manifest, write_json, write_parquet
 
     out = Path(out)
     if out.exists() and not out.is_dir():

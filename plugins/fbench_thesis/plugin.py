@@ -25,8 +25,7 @@ LISTS_DATASET = "thesis-lists"
 def _built_loader(dataset: str, recipe: str) -> Callable[..., pd.DataFrame]:
     def load(root: str | None = None) -> pd.DataFrame:
         """Read a directory written by `fbench data build <recipe> --out DIR`."""
-        from fbench import load_built_dataset
-        from fbench.store import read_json
+        from fbench import load_built_dataset, read_json
 
         # The core names a mismatched directory by its recipe; say which *dataset* fits.
         card = Path(root) / "recipe.json" if root is not None else None
