@@ -27,3 +27,17 @@ def _threads():
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="module")
+def module_env(tmp_path_factory):
+    """The same isolation for a module-scoped fixture (e.g. one training run shared by a
+    module's tests), undone when the module ends."""
+    from fbench.registry import reset_registry
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FBENCH_LOAD_PLUGINS", "")
+        mp.setenv("FBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        reset_registry()
+        yield mp
+    reset_registry()

@@ -34,14 +34,8 @@ class Observer:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, module_env):
     """One short resnet18 run shared by the tests of this module."""
-    import os
-
-    from fbench.registry import reset_registry
-
-    os.environ["FBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    reset_registry()
     observer = Observer()
     with registered(observer, name="observer"):
         run = fbench.run(detector="resnet18", dataset="synthetic", epochs=2, batch_size=32,

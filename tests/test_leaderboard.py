@@ -27,14 +27,7 @@ class Tiny:
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory):
-    import os
-
-    from fbench.registry import reset_registry
-
-    os.environ["FBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ["FBENCH_LOAD_PLUGINS"] = ""
-    reset_registry()
+def runs_dir(tmp_path_factory, module_env):
     out = tmp_path_factory.mktemp("runs")
     with registered(Tiny(), name="tiny"):
         for seed in (0, 1):

@@ -3,8 +3,6 @@ Grad-CAM explains the class it is asked about."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -33,14 +31,10 @@ class Tiny:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, module_env):
     """Two tiny runs (two seeds) and the image files of their dataset."""
     from fbench.manifest import resolve_path
-    from fbench.registry import reset_registry
 
-    os.environ["FBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ["FBENCH_LOAD_PLUGINS"] = ""
-    reset_registry()
     out = tmp_path_factory.mktemp("runs")
     with registered(Tiny(), name="tiny"):
         runs = [fbench.run(detector="plot-tiny", dataset="synthetic", epochs=2, seed=seed,

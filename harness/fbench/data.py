@@ -72,6 +72,8 @@ class ManifestDataset(Dataset):
     def __init__(self, manifest: pd.DataFrame, input_size: int, with_masks: bool = False,
                  cache: bool = False) -> None:
         self.manifest = manifest
+        # the manifest row of each sample, so predictions can be joined back to their rows
+        self.row_ids = manifest.index.to_numpy()
         self.paths = [resolve_path(manifest, p) for p in manifest["path"]]
         self.mask_paths = [resolve_path(manifest, p) if p else "" for p in manifest["mask"]]
         self.labels = manifest["label"].to_numpy(dtype=np.int64)

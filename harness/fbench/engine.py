@@ -137,7 +137,6 @@ def build_loaders(r: ResolvedRun, device: torch.device) -> Loaders:
     def loader(split: str, shuffle: bool) -> DataLoader:
         rows = r.manifest[r.manifest["split"] == split]
         ds = ManifestDataset(rows, size, with_masks=with_masks, cache=cache)
-        ds.row_ids = rows.index.to_numpy()
         return DataLoader(
             ds, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate,
             num_workers=cfg.workers, pin_memory=device.type == "cuda",

@@ -10,7 +10,6 @@ Relative paths are relative to ``manifest.attrs["root"]``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 
@@ -104,7 +103,3 @@ def validate_manifest(df: pd.DataFrame, check_files: bool = True) -> pd.DataFram
                 )
     return out
 
-
-def with_root(df: pd.DataFrame, root: str | Path) -> pd.DataFrame:
-    df.attrs["root"] = str(root)
-    return df
