@@ -21,9 +21,11 @@ class Family:
     @fbench.hookimpl
     def register_detectors(self, register):
         for w in (2, 4):
-            register(fbench.DetectorSpec(name=f"toy-w{w}", summary="toy", family="toy",
-                                         factory=lambda num_classes=3, w=w: _tiny(num_classes, w),
-                                         input_size=32))
+            register(fbench.DetectorSpec(
+                name=f"toy-w{w}", summary="toy", family="toy",
+                factory=lambda num_classes=3, w=w: _tiny(num_classes, w), input_size=32,
+                traits={"backbone": "TinyCNN", "head": f"width {w}"},
+                references={"thesis": {"macro_f1": 91.5, "params_m": 0.01}} if w == 4 else {}))
 
     @fbench.hookimpl
     def register_ablations(self, register):
@@ -75,4 +77,26 @@ def test_transform_ablation_of_one_detector(tmp_path):
                                           "raw", "dft", "--out", str(tmp_path), *ARGS])
         assert result.exit_code == 0, result.output
         table = (tmp_path / "ablation-toy-w2-synthetic.md").read_text()
-        assert "| toy-w2 | raw |" in table and "| toy-w2 | dft |" in table
+        assert "| toy-w2 | TinyCNN | width 2 | – | – | raw |" in table
+        assert "| toy-w2 | TinyCNN | width 2 | – | – | dft |" in table
+
+
+def test_thesis_layout_shows_traits_and_reference_columns(tmp_path):
+    with registered(Family(), name="fam"):
+        result = CliRunner().invoke(cli, ["ablate", "narrow", "wide", "--out", str(tmp_path),
+                                          *ARGS])
+        assert result.exit_code == 0, result.output
+    lines = (tmp_path / "ablation-toy-synthetic.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| model |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols[:9] == ["model", "backbone", "head", "feature fusion", "multi-task", "ACC %",
+                        "macro-F1 %", "Dice % (edited)", "params (M)"]
+    assert "ref: thesis (ACC / F1 / Dice / params)" in cols and "ref: paper" in cols
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")]
+            for r in lines if r.startswith("| narrow") or r.startswith("| wide")}
+    ref = cols.index("ref: thesis (ACC / F1 / Dice / params)")
+    assert rows["wide"][ref] == "– / 91.50 / – / 0.01" and rows["narrow"][ref] == "–"
+    assert rows["narrow"][cols.index("ref: paper")] == "50.00"
+    assert rows["wide"][2] == "width 4"
+    # the measured numbers are the runs' own: ACC parses as a percentage
+    assert 0 <= float(rows["wide"][cols.index("ACC %")]) <= 100

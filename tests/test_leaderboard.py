@@ -72,3 +72,20 @@ def test_compare_two_runs(runs_dir):
     out = CliRunner().invoke(cli, ["leaderboard", "--compare", str(runs[0].path),
                                    str(runs[2].path), "--resamples", "200"])
     assert out.exit_code == 0 and "95% CI" in out.output
+
+
+def test_thesis_layout_of_stored_runs(runs_dir):
+    with registered(Tiny(), name="tiny"):
+        out = CliRunner().invoke(cli, ["leaderboard", "--runs", str(runs_dir),
+                                       "--layout", "thesis"])
+    assert out.exit_code == 0, out.output
+    header = next(ln for ln in out.output.splitlines() if ln.startswith("| model |"))
+    assert "| backbone | head | feature fusion | multi-task |" in header
+    # seeds of one configuration aggregate; another option is another row, named by it
+    rows = [ln for ln in out.output.splitlines() if ln.startswith("| lb-tiny")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| lb-tiny |") and rows[1].startswith("| lb-tiny (width=8) |")
+    assert " 2" in rows[0].split("|")[-2] and " 1" in rows[1].split("|")[-2]
+    bad = CliRunner().invoke(cli, ["leaderboard", "--runs", str(runs_dir), "--layout", "thesis",
+                                   "--format", "csv"])
+    assert bad.exit_code != 0 and "markdown only" in bad.output

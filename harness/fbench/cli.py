@@ -319,8 +319,11 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
 @click.option("--compare", nargs=2, type=click.Path(path_type=Path), metavar="RUN_A RUN_B",
               help="Difference in macro-F1 of two runs with a 95% bootstrap interval.")
 @click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True)
+@click.option("--layout", type=click.Choice(["standard", "thesis"]), default="standard",
+              show_default=True, help="thesis: the thesis's final-table layout (backbone, head, "
+              "fusion, multi-task, ACC, F1, Dice, params) with its numbers as reference.")
 def leaderboard_cmd(runs_dir: Path, dataset: str | None, fmt: str, output: Path | None,
-                    compare: tuple[Path, Path] | None, resamples: int) -> None:
+                    compare: tuple[Path, Path] | None, resamples: int, layout: str) -> None:
     """One row per configuration, sorted by macro-F1, recomputed from stored predictions."""
     from fbench.leaderboard import bootstrap_difference, completed_runs, leaderboard, render
     from fbench.store import atomic_path, load_run
@@ -334,17 +337,88 @@ def leaderboard_cmd(runs_dir: Path, dataset: str | None, fmt: str, output: Path 
         return
     if not runs_dir.is_dir():
         raise FbenchError(f"runs directory {runs_dir} does not exist.", "pass --runs DIR.")
-    board = leaderboard(completed_runs(runs_dir), dataset)
+    runs = completed_runs(runs_dir)
+    board = leaderboard(runs, dataset)
     if board.empty:
         raise FbenchError(f"no completed runs in {runs_dir}"
                           + (f" on dataset {dataset!r}" if dataset else "") + ".")
-    text = render(board, fmt, _command_line())
+    if layout == "thesis":
+        if fmt != "md":
+            raise FbenchError("--layout thesis is markdown only.", "drop --format.")
+        import pandas as pd
+
+        from fbench.layout import layout_markdown
+        from fbench.tables import run_row
+
+        rows = pd.DataFrame([run_row(r) for r in runs
+                             if dataset is None or r.config["dataset"] == dataset])
+        text = layout_markdown(rows, _command_line(), by="detector")
+    else:
+        text = render(board, fmt, _command_line())
     if output:
         with atomic_path(output) as tmp:
             tmp.write_text(text)
         click.echo(f"written to {output}")
     else:
         click.echo(text)
+
+
+@cli.command("regenerate")
+@click.argument("files", nargs=-1)
+@click.option("--boards", "boards_file", type=click.Path(path_type=Path),
+              default=Path("leaderboards/boards.toml"), show_default=True,
+              help="The TOML file that declares the committed tables.")
+@click.option("--runs", "runs_dir", type=click.Path(path_type=Path),
+              default=Path("runs/leaderboards"), show_default=True,
+              help="Where the runs behind the tables are stored (and reused from).")
+@click.option("--reuse/--no-reuse", default=True, show_default=True,
+              help="Reuse stored runs with the same configuration instead of training.")
+@click.option("--check", is_flag=True,
+              help="Retrain into a scratch directory and compare every metric cell with the "
+              "committed table instead of writing it; exit 1 when any differs.")
+@click.option("--no-progress", is_flag=True)
+def regenerate_cmd(files: tuple[str, ...], boards_file: Path, runs_dir: Path, reuse: bool,
+                   check: bool, no_progress: bool) -> None:
+    """Rebuild the committed leaderboards and ablation tables (all, or the FILES named).
+
+    \b
+    fbench regenerate                              # every table in leaderboards/boards.toml
+    fbench regenerate leaderboards/synthetic.md    # one table
+    fbench regenerate --check leaderboards/smoke-synthetic.md
+    """
+    import tempfile
+    import time
+
+    from fbench.boards import build, differences, load_boards, select
+    from fbench.store import atomic_path
+
+    console = _console(stderr=True)
+    failed = []
+    for board in select(load_boards(boards_file), files):
+        start = time.perf_counter()
+        if check:
+            if not board.file.is_file():
+                raise FbenchError(f"{board.file} does not exist, nothing to check against.",
+                                  f"run `{board.command(boards_file)}` first.")
+            with tempfile.TemporaryDirectory(prefix="fbench-check-") as scratch:
+                text = build(board, boards_file, Path(scratch), reuse=False, console=console,
+                             progress=not no_progress)
+            diff = differences(board.file.read_text(), text)
+            if diff.empty:
+                console.print(f"[green]{board.file}: reproduced[/] "
+                              f"({time.perf_counter() - start:.0f} s)")
+            else:
+                failed.append(board.file)
+                console.print(f"[red]{board.file}: {len(diff)} cell(s) differ[/]")
+                click.echo(diff.to_string(index=False))
+            continue
+        text = build(board, boards_file, runs_dir, reuse=reuse, console=console,
+                     progress=not no_progress)
+        with atomic_path(board.file) as tmp:
+            tmp.write_text(text)
+        console.print(f"{board.file}: written ({time.perf_counter() - start:.0f} s)")
+    if failed:
+        raise SystemExit(1)
 
 
 @cli.group("plot")

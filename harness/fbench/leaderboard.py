@@ -13,9 +13,8 @@ import pandas as pd
 
 from fbench.metrics import PROB_COLUMNS, compute_metrics
 from fbench.store import Run, load_run
+from fbench.tables import CONFIG_KEYS
 
-CONFIG_KEYS = ("detector", "transform", "dataset", "epochs", "batch_size", "lr", "input_size",
-               "options", "dataset_options", "transform_options", "data_root")
 
 
 def completed_runs(runs_dir: str | Path) -> list[Run]:

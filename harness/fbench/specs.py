@@ -16,6 +16,10 @@ from typing import Any
 LABELS: dict[int, str] = {0: "real", 1: "generated", 2: "edited"}
 """The three labels every dataset and detector in fbench speaks."""
 
+TRAITS = ("backbone", "head", "fusion", "multi_task")
+"""The columns of a table laid out like the thesis's final table, in order."""
+REFERENCE_METRICS = ("accuracy", "macro_f1", "dice", "params_m")
+
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 
 
@@ -97,11 +101,26 @@ class DetectorSpec:
     needs_landmarks: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
     """Run settings this detector prefers (e.g. ``{"lr": 2e-4}``); the user's win."""
+    traits: dict[str, str] = field(default_factory=dict)
+    """What the model is made of, for tables laid out like the thesis's: any of
+    ``backbone``, ``head``, ``fusion``, ``multi_task`` (e.g. ``{"head": "FAD"}``)."""
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Numbers measured elsewhere, ``{title: {"accuracy"|"macro_f1"|"dice"|"params_m": v}}``
+    (percent; params in millions), shown beside fbench's own, labelled, never instead."""
 
     def __post_init__(self) -> None:
         _check_name("detector", self.name)
         if not isinstance(self.input_size, int) or self.input_size < 8:
             raise ValueError(f"detector {self.name!r}: input_size must be an int >= 8")
+        unknown = set(self.traits) - set(TRAITS)
+        if unknown:
+            raise ValueError(f"detector {self.name!r}: unknown trait(s) {sorted(unknown)}; "
+                             f"traits are {', '.join(TRAITS)}")
+        for title, values in self.references.items():
+            bad = set(values) - set(REFERENCE_METRICS)
+            if bad:
+                raise ValueError(f"detector {self.name!r}: reference {title!r} has unknown "
+                                 f"metric(s) {sorted(bad)}; use {', '.join(REFERENCE_METRICS)}")
 
 
 @dataclass(frozen=True)

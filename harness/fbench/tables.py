@@ -5,6 +5,7 @@ mean ± std. Markdown is rendered here (it is fbench's own format, a few lines).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,10 @@ import numpy as np
 import pandas as pd
 
 from fbench.store import Run
+
+# The settings that make runs one configuration (everything but the seed and where stored).
+CONFIG_KEYS = ("detector", "transform", "dataset", "epochs", "batch_size", "lr", "input_size",
+               "options", "dataset_options", "transform_options", "data_root")
 
 
 def run_row(run: Run) -> dict[str, Any]:
@@ -29,6 +34,9 @@ def run_row(run: Run) -> dict[str, Any]:
         "macro_f1": 100 * m["macro_f1"],
         "dice": None if m.get("dice_edited") is None else 100 * m["dice_edited"],
         "collapsed": m["collapsed"],
+        # what makes two runs the same configuration (seeds of one experiment aggregate)
+        "config": json.dumps({k: cfg.get(k) for k in CONFIG_KEYS}, sort_keys=True, default=str),
+        "options": ", ".join(f"{k}={v}" for k, v in sorted((cfg.get("options") or {}).items())),
     }
 
 

@@ -94,6 +94,29 @@ _VARIANTS = {
     "mix-seg": (make_mix_seg, "F3Net Mix + mask decoder (the thesis's multi-task model)", 32),
 }
 
+# Rows of the thesis's final table (its layout: backbone, head, fusion, multi-task).
+_TRAITS = {
+    "xception": {"backbone": "Xception", "head": "–", "fusion": "–", "multi_task": "no"},
+    "fad": {"backbone": "Xception", "head": "FAD", "fusion": "–", "multi_task": "no"},
+    "lfs": {"backbone": "Xception", "head": "LFS", "fusion": "–", "multi_task": "no"},
+    "both": {"backbone": "Xception ×2", "head": "FAD + LFS", "fusion": "concatenation",
+             "multi_task": "no"},
+    "mix": {"backbone": "Xception ×2", "head": "FAD + LFS", "fusion": "MixBlock",
+            "multi_task": "no"},
+    "mix-seg": {"backbone": "Xception ×2", "head": "FAD + LFS", "fusion": "MixBlock",
+                "multi_task": "yes (mask)"},
+}
+THESIS_REFERENCE = "thesis, seg_2"
+# The thesis's final table (eval split of seg_2, %; params in M): a reference, not a result.
+_THESIS_TABLE = {
+    "xception": {"accuracy": 90.56, "macro_f1": 88.89, "params_m": 14.35},
+    "fad": {"accuracy": 96.28, "macro_f1": 97.23, "params_m": 14.55},
+    "lfs": {"accuracy": 94.03, "macro_f1": 95.87, "params_m": 14.35},
+    "both": {"accuracy": 95.23, "macro_f1": 95.58, "params_m": 28.92},
+    "mix": {"accuracy": 95.76, "macro_f1": 91.86, "params_m": 33.17},
+    "mix-seg": {"accuracy": 98.92, "macro_f1": 98.25, "dice": 98.47, "params_m": 35.17},
+}
+
 
 @hookimpl
 def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
@@ -107,6 +130,8 @@ def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
             transform="raw",
             needs_masks=short == "mix-seg",
             defaults={"lr": _LR, "batch_size": batch_size},
+            traits=_TRAITS[short],
+            references={THESIS_REFERENCE: _THESIS_TABLE[short]},
         ))
 
 
@@ -120,7 +145,5 @@ def register_ablations(register: Callable[[AblationSpec], Any]) -> None:
             # Measured elsewhere, on other data: shown beside fbench's numbers, labelled.
             "ref: F3Net paper AUC % (FF++ c40)": {"xception": 89.3, "fad": 90.7, "lfs": 88.9,
                                                   "both": 92.8, "mix": 93.3},
-            "ref: thesis F1 % (seg_2)": {"xception": 88.89, "fad": 97.23, "lfs": 95.87,
-                                         "both": 95.58, "mix": 91.86, "mix-seg": 98.25},
         },
     ))
