@@ -3,6 +3,7 @@ detectors load only inside the commands that need them."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,13 +105,33 @@ def cli() -> None:
 @click.option("--skip-audit", is_flag=True,
               help="Do not audit a built dataset for leaks before training (recorded in the run).")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
+@click.option("--resume", type=click.Path(path_type=Path, file_okay=False),
+              help="Continue the stopped run in RUN_DIR from its last completed epoch "
+              "(model, optimizer, RNG streams, best so far), with its stored settings.")
 def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tuple[str, ...],
             transform_option: tuple[str, ...], no_progress: bool, skip_audit: bool,
-            **flags: Any) -> None:
+            resume: Path | None, **flags: Any) -> None:
     """Train a detector on a dataset, select the best epoch on validation, evaluate it on the
-    eval split and store the run (config, metrics, predictions, checkpoints)."""
+    eval split and store the run (config, metrics, predictions, checkpoints).
+
+    \b
+    fbench run --detector f3net-mix --dataset seg_2 --data-root data/seg_2
+    fbench run --resume runs/20261126-101500-f3net-mix-seg_2-1a2b3c
+    torchrun --nproc-per-node 4 -m fbench run --detector f3net-mix --dataset seg_2
+    """
     from fbench.config import RunConfig, load_config_file, parse_assignments
 
+    if resume is not None:
+        given = [k for k, v in flags.items() if v is not None] + [
+            n for n, v in (("--set", set_), ("--dataset-option", dataset_option),
+                           ("--transform-option", transform_option),
+                           ("--config", config_file)) if v]
+        if given:
+            raise FbenchError(f"--resume continues a run with its stored settings; "
+                              f"{', '.join(given)} cannot change them.",
+                              "drop those options (or start a new run).")
+        _resume(resume, no_progress)
+        return
     data: dict[str, Any] = RunConfig().to_dict()
     if config_file is not None:
         data.update(RunConfig.from_dict(load_config_file(config_file),
@@ -140,7 +161,43 @@ def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tup
                   f"val {counts.get('val', 0)}, eval {counts.get('eval', 0)} images; "
                   f"{c.epochs} epochs, batch {c.batch_size}, lr {c.lr:g}, seed {c.seed}")
     run_dir = train_and_evaluate(resolved, console=console, progress=not no_progress)
-    _show(run_dir, _console())
+    _finish(run_dir)
+
+
+def _finish(run_dir: Path) -> None:
+    """Show the run (once, from rank 0 under torchrun) and leave the process group."""
+    from fbench.distributed import DistContext, cleanup
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        _show(run_dir, _console())
+    cleanup(DistContext(world, rank))
+
+
+def _resume(run_dir: Path, no_progress: bool) -> None:
+    import dataclasses
+
+    from fbench.config import RunConfig
+    from fbench.engine import train_and_evaluate
+    from fbench.resolve import resolve
+    from fbench.store import read_json
+
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise FbenchError(f"{run_dir} is not a run directory (no config.json).",
+                          "pass the directory `fbench run` printed.")
+    stored = read_json(config_file)
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    config = RunConfig.from_dict({k: v for k, v in stored.items() if k in fields},
+                                 source=str(config_file))
+    # the run stays where it is, whatever directory this is called from
+    config = config.replace(out=str(run_dir.parent))
+    console = _console(stderr=True)
+    resolved = resolve(config)
+    done = train_and_evaluate(resolved, console=console, progress=not no_progress,
+                              resume=run_dir)
+    _finish(done)
 
 
 def _show(run_dir: Path, console: Console) -> None:
@@ -213,8 +270,6 @@ def list_cmd(kind: str | None, pattern: str | None) -> None:
 @cli.command("plugins")
 def plugins_cmd() -> None:
     """List loaded plugins: where each comes from and what it registers."""
-    import os
-
     from fbench.registry import ENV_LOAD_PLUGINS, get_registry
 
     table = Table(header_style="bold")
@@ -421,6 +476,79 @@ def regenerate_cmd(files: tuple[str, ...], boards_file: Path, runs_dir: Path, re
         raise SystemExit(1)
 
 
+@cli.command("bench")
+@click.option("--detector", "-d", "detectors", multiple=True, required=True,
+              help="Detector to measure (repeat for several: one row each).")
+@click.option("--dataset", default="synthetic", show_default=True,
+              help="Dataset whose images feed the data pipeline and the batches.")
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--dataset-option", multiple=True, metavar="KEY=VALUE")
+@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE",
+              help="An option for the detector's factory.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--input-size", type=click.IntRange(min=8),
+              help="Input side in pixels [default: the detector's, capped at the dataset's].")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+              show_default=True, help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="Memory format [default: channels_last on CUDA only].")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Training steps per timed round.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed rounds (bare loop and fbench step alternate; the median counts).")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="DataLoader worker processes.")
+@click.option("--cache-images/--no-cache-images", default=None,
+              help="Keep decoded, resized images in memory [default: for small datasets].")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Also write the table as markdown (with the command at its top).")
+def bench_cmd(detectors: tuple[str, ...], dataset: str, data_root: Path | None,
+              dataset_option: tuple[str, ...], set_: tuple[str, ...], device: str,
+              batch_size: int, input_size: int | None, precision: str,
+              channels_last: bool | None, compile_model: bool, steps: int, rounds: int,
+              warmup: int, workers: int, cache_images: bool | None,
+              output: Path | None) -> None:
+    """Measure images/s of the data pipeline, of the bare model step and of fbench's own
+    training step side by side; print the harness overhead (fbench step / bare loop, goal
+    <= 1.05), data/model throughput ratio, peak memory and achieved TFLOP/s.
+
+    \b
+    fbench bench -d resnet18 -d f3net-mix --device cpu --batch-size 8
+    fbench bench -d f3net-mix --device cuda --batch-size 32 --input-size 224 --compile
+    """
+    import tempfile
+
+    from fbench.bench import run_bench
+    from fbench.config import RunConfig, parse_assignments
+    from fbench.reports import bench_markdown, bench_table
+
+    console = _console(stderr=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fbench-bench-") as scratch:
+        for det in detectors:
+            config = RunConfig(
+                detector=det, dataset=dataset, device=device, batch_size=batch_size,
+                input_size=input_size, precision=precision, workers=workers,
+                cache_images=cache_images, out=scratch,
+                data_root=str(data_root) if data_root else None,
+                dataset_options=parse_assignments(dataset_option, "--dataset-option"),
+                options=parse_assignments(set_, "--set"))
+            with console.status(f"measuring {det}..."):
+                results.append(run_bench(config, steps=steps, warmup=warmup, rounds=rounds,
+                                         channels_last=channels_last,
+                                         compile_model=compile_model))
+    _console().print(bench_table(results))
+    if output:
+        from fbench.store import atomic_path
+
+        with atomic_path(output) as tmp:
+            tmp.write_text(bench_markdown(results, _command_line()))
+        click.echo(f"written to {output}")
+
+
 @cli.group("plot")
 def plot_group() -> None:
     """Pictures (PNG) of runs and datasets: confusion, curves, spectrum, gradcam."""
@@ -608,6 +736,7 @@ def _add_plugin_commands() -> None:
         get_registry().hook.register_commands(cli=cli)
     except FbenchError as exc:  # a broken plugin must not take the whole CLI down
         _console(stderr=True).print(f"[yellow]warning:[/] {exc.format_message()}")
+
 
 
 def main() -> None:

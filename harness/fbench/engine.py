@@ -32,6 +32,7 @@ from fbench import store
 from fbench.batch import Batch
 from fbench.data import ManifestDataset, collate
 from fbench.detector import Detector, count_parameters
+from fbench.distributed import DistContext, ShardSampler, barrier, broadcast, gather_concat
 from fbench.errors import FbenchError
 from fbench.metrics import PROB_COLUMNS, choose_threshold, compute_metrics, forged_score
 from fbench.metrics import segmentation_scores as seg_scores
@@ -77,7 +78,8 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 @torch.no_grad()
 def predict(model: Detector, transform: torch.nn.Module, loader: DataLoader,
             device: torch.device, precision: str = "fp32",
-            progress: Progress | None = None, description: str = "predict") -> dict[str, Any]:
+            progress: Progress | None = None, description: str = "predict",
+            ctx: DistContext | None = None) -> dict[str, Any]:
     """Class probabilities (and per-image Dice/IoU where the model predicts masks) for every
     sample of a loader, in loader order."""
     model.eval()
@@ -101,12 +103,26 @@ def predict(model: Detector, transform: torch.nn.Module, loader: DataLoader,
             progress.advance(task)
     if progress:
         progress.remove_task(task)
-    out_dict: dict[str, Any] = {"probs": torch.cat(probs).numpy().astype(np.float64),
-                                "index": torch.cat(index).numpy()}
+    out_dict: dict[str, Any] = {
+        "probs": (torch.cat(probs).numpy().astype(np.float64) if probs
+                  else np.zeros((0, 3), np.float64)),
+        "index": torch.cat(index).numpy() if index else np.zeros(0, np.int64)}
     if dice:
         out_dict["dice"] = np.array(dice)
         out_dict["iou"] = np.array(iou)
+    if ctx is not None and ctx.enabled:
+        out_dict = _merge_shards(gather_concat(out_dict, ctx))
     return out_dict
+
+
+def _merge_shards(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ranks' predictions as one, in dataset order (each index appears once)."""
+    keys = set().union(*parts)
+    merged = {k: np.concatenate([p[k] for p in parts if k in p]) for k in keys}
+    order = np.argsort(merged["index"], kind="stable")
+    if len(np.unique(merged["index"])) != len(merged["index"]):
+        raise RuntimeError("distributed evaluation scored an image twice (a sharding bug)")
+    return {k: v[order] for k, v in merged.items()}
 
 
 def make_progress(console: Console, enabled: bool) -> Progress:
@@ -124,7 +140,8 @@ class Loaders:
     eval: DataLoader
 
 
-def build_loaders(r: ResolvedRun, device: torch.device) -> Loaders:
+def build_loaders(r: ResolvedRun, device: torch.device,
+                  ctx: DistContext | None = None) -> Loaders:
     cfg = r.config
     size = r.input_size
     n = len(r.manifest)
@@ -134,16 +151,29 @@ def build_loaders(r: ResolvedRun, device: torch.device) -> Loaders:
     with_masks = r.dataset.has_masks
     gen = torch.Generator().manual_seed(cfg.seed)
 
+    ctx = ctx or DistContext()
+
     def loader(split: str, shuffle: bool) -> DataLoader:
         rows = r.manifest[r.manifest["split"] == split]
         ds = ManifestDataset(rows, size, with_masks=with_masks, cache=cache)
+        sampler = None
+        if ctx.enabled:
+            from torch.utils.data.distributed import DistributedSampler
+
+            # training: each rank a disjoint shuffled shard (seeded per epoch); evaluation:
+            # unpadded shards, gathered afterwards so every image counts exactly once
+            sampler = (DistributedSampler(ds, ctx.world_size, ctx.rank, shuffle=True,
+                                          seed=cfg.seed, drop_last=True) if shuffle
+                       else ShardSampler(len(ds), ctx))
         return DataLoader(
-            ds, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate,
+            ds, batch_size=cfg.batch_size, shuffle=shuffle and sampler is None,
+            sampler=sampler, collate_fn=collate,
             num_workers=cfg.workers, pin_memory=device.type == "cuda",
-            persistent_workers=cfg.workers > 0, generator=gen if shuffle else None,
+            persistent_workers=cfg.workers > 0,
+            generator=gen if shuffle and sampler is None else None,
             # A trailing batch of one breaks BatchNorm in training; shuffling changes which
             # images are left out, so each is still seen.
-            drop_last=shuffle and len(ds) > cfg.batch_size,
+            drop_last=shuffle and len(ds) > cfg.batch_size * ctx.world_size,
         )
 
     return Loaders(loader("train", True), loader("val", False), loader("eval", False))
@@ -170,10 +200,41 @@ def _predictions_frame(r: ResolvedRun, loader: DataLoader, result: dict[str, Any
     return df
 
 
+def rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
+    """Every random stream a resumed run must continue, as plain tensors and numbers (so a
+    checkpoint still loads with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "loader": loader_generator.get_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], loader_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    loader_generator.set_state(state["loader"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _save_checkpoint(path: Path, model: Detector, transform: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer, epoch: int, best: float) -> None:
+                     optimizer: torch.optim.Optimizer, epoch: int, best: float,
+                     extra: dict[str, Any] | None = None) -> None:
     state = {"model": model.state_dict(), "transform": transform.state_dict(),
-             "optimizer": optimizer.state_dict(), "epoch": epoch, "best_val_macro_f1": best}
+             "optimizer": optimizer.state_dict(), "epoch": epoch, "best_val_macro_f1": best,
+             **(extra or {})}
     with store.atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -193,46 +254,116 @@ def make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> to
     raise FbenchError(f"unknown optimizer {name!r}.", "use adam, adamw or sgd.")
 
 
+def _open_run_dir(r: ResolvedRun, resume: Path | None, ctx: DistContext) -> Path:
+    """A new run directory, or the one being resumed; rank 0 decides, the others follow."""
+    if not ctx.is_main:
+        return Path(broadcast(None, ctx))
+    if resume is not None:
+        run_dir = Path(resume)
+    else:
+        cfg = r.config
+        run_dir = store.new_run_dir(cfg.out, cfg.detector, cfg.dataset, cfg.name)
+    return Path(broadcast(str(run_dir), ctx))
+
+
+def _resume_state(run_dir: Path) -> dict[str, Any]:
+    status = store.read_json(run_dir / "status.json") if (run_dir / "status.json").is_file() \
+        else {}
+    if status.get("state") == "completed":
+        raise FbenchError(f"run {run_dir} is already completed; nothing to resume.",
+                          "start a new run (or `fbench reproduce` it).")
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise FbenchError(f"run {run_dir} has no checkpoint to resume from (it stopped during "
+                          "its first epoch).", "start the run again.")
+    state = load_checkpoint(last)
+    if "rng" not in state or "epochs" not in state:
+        raise FbenchError(f"{last} was written by an older fbench without resume state.",
+                          "start the run again.")
+    return state
+
+
 def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
-                       progress: bool = True) -> Path:
-    """Run one resolved configuration end to end; returns the run directory."""
+                       progress: bool = True, resume: str | Path | None = None) -> Path:
+    """Run one resolved configuration end to end; returns the run directory.
+
+    ``resume``: a run directory whose ``last.pt`` (written after each epoch with the model,
+    optimizer, every RNG stream, the epoch log and the best score so far) to continue from;
+    the continued run ends exactly as an uninterrupted one with the same seed would on CPU.
+    Under torchrun, trains with DistributedDataParallel; only rank 0 writes."""
+    from fbench.distributed import device_for, from_environment
     from fbench.environment import describe_environment
     from fbench.registry import get_registry
 
-    console = console or Console(stderr=True)
     cfg = r.config
-    device = resolve_device(cfg.device)
     if cfg.precision not in ("fp32", "bf16"):
         raise FbenchError(f"unknown precision {cfg.precision!r}.", "use fp32 or bf16.")
+    ctx = from_environment(resolve_device(cfg.device).type)
+    device = resolve_device(device_for(cfg.device, ctx))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    console = console or Console(stderr=True)
+    if not ctx.is_main:
+        console = Console(stderr=True, quiet=True)
+        progress = False
     seed_everything(cfg.seed, deterministic=device.type == "cpu")
 
     model = r.build_model().to(device)
     transform = r.build_transform().to(device)
-    loaders = build_loaders(r, device)
+    loaders = build_loaders(r, device, ctx)
+    loader_gen = loaders.train.generator or torch.Generator()
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    trained: torch.nn.Module = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
 
-    run_dir = store.new_run_dir(cfg.out, cfg.detector, cfg.dataset, cfg.name)
-    resolved = r.stored_config(n_parameters=count_parameters(model), device=str(device))
-    store.write_json(run_dir / "config.json", resolved)
-    store.write_json(run_dir / "environment.json", describe_environment(device))
+        trained = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    resume_state = _resume_state(Path(resume)) if resume is not None else None
+    run_dir = _open_run_dir(r, Path(resume) if resume else None, ctx)
+    main = ctx.is_main
+    resolved = r.stored_config(n_parameters=count_parameters(model), device=str(device),
+                               world_size=ctx.world_size)
     started = time.time()
-    store.write_json(run_dir / "status.json", {"state": "running", "started": started})
+    if main:
+        if resume_state is None:
+            store.write_json(run_dir / "config.json", resolved)
+            store.write_json(run_dir / "environment.json", describe_environment(device))
+        store.write_json(run_dir / "status.json", {
+            "state": "running", "started": started,
+            **({"resumed_after_epoch": int(resume_state["epoch"])} if resume_state else {})})
     hook = get_registry().hook
-    hook.on_run_start(run_dir=str(run_dir), config=resolved)
+    if main:
+        hook.on_run_start(run_dir=str(run_dir), config=resolved)
 
     epochs: list[dict[str, Any]] = []
     best_score = -math.inf
+    first_epoch = 1
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        transform.load_state_dict(resume_state["transform"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        restore_rng_state(resume_state["rng"], loader_gen)
+        epochs = list(resume_state["epochs"])
+        best_score = float(resume_state["best_val_macro_f1"])
+        first_epoch = int(resume_state["epoch"]) + 1
+        console.print(f"resuming {run_dir.name} after epoch {first_epoch - 1}")
     try:
         with make_progress(console, progress) as bar:
-            if r.transform.fit_on_train:
+            if r.transform.fit_on_train and resume_state is None:
                 transform.fit(prepare_batch(b, torch.nn.Identity(), device).images
                               for b in loaders.train)
-            epoch_task = bar.add_task("epochs", total=cfg.epochs, info="")
-            for epoch in range(1, cfg.epochs + 1):
-                row = _train_one_epoch(model, transform, optimizer, loaders.train, device,
-                                       cfg.precision, bar, epoch, run_dir)
+            epoch_task = bar.add_task("epochs", total=cfg.epochs, completed=first_epoch - 1,
+                                      info="")
+            for epoch in range(first_epoch, cfg.epochs + 1):
+                sampler = loaders.train.sampler
+                if hasattr(sampler, "set_epoch"):
+                    sampler.set_epoch(epoch)
+                row = _train_one_epoch(model, trained, transform, optimizer, loaders.train,
+                                       device, cfg.precision, bar, epoch, run_dir, ctx)
                 val = predict(model, transform, loaders.val, device, cfg.precision, bar,
-                              "validate")
+                              "validate", ctx)
                 val_labels = loaders.val.dataset.labels[val["index"]]
                 val_metrics = compute_metrics(val_labels, val["probs"])
                 row.update({f"val_{k}": v for k, v in val_metrics.items()
@@ -240,14 +371,19 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
                 improved = val_metrics["macro_f1"] > best_score
                 if improved:
                     best_score = val_metrics["macro_f1"]
-                    _save_checkpoint(run_dir / "checkpoints" / "best.pt", model, transform,
-                                     optimizer, epoch, best_score)
-                _save_checkpoint(run_dir / "checkpoints" / "last.pt", model, transform,
-                                 optimizer, epoch, best_score)
                 row["selected"] = improved
                 epochs.append(row)
-                store.write_json(run_dir / "epochs.json", epochs)
-                hook.on_epoch_end(run_dir=str(run_dir), epoch=epoch, metrics=row)
+                if main:
+                    ckpts = run_dir / "checkpoints"
+                    if improved:
+                        _save_checkpoint(ckpts / "best.pt", model, transform, optimizer, epoch,
+                                         best_score)
+                    _save_checkpoint(ckpts / "last.pt", model, transform, optimizer, epoch,
+                                     best_score, {"rng": rng_state(loader_gen),
+                                                  "epochs": epochs})
+                    store.write_json(run_dir / "epochs.json", epochs)
+                    hook.on_epoch_end(run_dir=str(run_dir), epoch=epoch, metrics=row)
+                barrier(ctx)
                 bar.update(epoch_task, advance=1,
                            info=f"loss {row['train_loss']:.3f}  val F1 {row['val_macro_f1']:.3f}")
                 console.print(
@@ -259,8 +395,13 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
             best = load_checkpoint(run_dir / "checkpoints" / "best.pt", device)
             model.load_state_dict(best["model"])
             transform.load_state_dict(best["transform"])
-            val = predict(model, transform, loaders.val, device, cfg.precision, bar, "validate")
-            ev = predict(model, transform, loaders.eval, device, cfg.precision, bar, "evaluate")
+            val = predict(model, transform, loaders.val, device, cfg.precision, bar, "validate",
+                          ctx)
+            ev = predict(model, transform, loaders.eval, device, cfg.precision, bar, "evaluate",
+                         ctx)
+        if not main:
+            barrier(ctx)
+            return run_dir
         preds = pd.concat([_predictions_frame(r, loaders.val, val, "val"),
                            _predictions_frame(r, loaders.eval, ev, "eval")], ignore_index=True)
         store.write_parquet(run_dir / "predictions.parquet", preds)
@@ -281,6 +422,8 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
             "eval": metrics_from_predictions(preds, "eval", threshold),
             "val": metrics_from_predictions(preds, "val", threshold),
         }
+        if resume_state is not None:
+            summary["resumed_after_epoch"] = int(resume_state["epoch"])
         store.write_json(run_dir / "summary.json", summary)
         store.write_json(run_dir / "status.json", {"state": "completed", "started": started,
                                                     "finished": time.time()})
@@ -295,23 +438,30 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
                           "one class: eval macro-F1 is at the majority-class level "
                           f"({summary['eval']['majority_macro_f1']:.3f}). Try a lower --lr.")
         hook.on_run_end(run_dir=str(run_dir), summary=summary)
+        barrier(ctx)
         return run_dir
     except BaseException as exc:
         state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        store.write_json(run_dir / "status.json", {
-            "state": state, "started": started, "finished": time.time(),
-            "error": str(exc) if isinstance(exc, FbenchError)
-            else "".join(traceback.format_exception_only(type(exc), exc)).strip(),
-        })
+        if main:
+            store.write_json(run_dir / "status.json", {
+                "state": state, "started": started, "finished": time.time(),
+                "error": str(exc) if isinstance(exc, FbenchError)
+                else "".join(traceback.format_exception_only(type(exc), exc)).strip(),
+            })
         if isinstance(exc, FbenchError):
             exc.problem = f"{exc.problem} (run {run_dir} marked {state})"
             exc.message = f"{exc.message} (run directory {run_dir} marked {state})"
         raise
 
 
-def _train_one_epoch(model: Detector, transform: torch.nn.Module,
+def _train_one_epoch(model: Detector, trained: torch.nn.Module, transform: torch.nn.Module,
                      optimizer: torch.optim.Optimizer, loader: DataLoader, device: torch.device,
-                     precision: str, bar: Progress, epoch: int, run_dir: Path) -> dict[str, Any]:
+                     precision: str, bar: Progress, epoch: int, run_dir: Path,
+                     ctx: DistContext | None = None) -> dict[str, Any]:
+    """One pass over the training data. ``trained`` is the module called forward (the model,
+    or its DistributedDataParallel wrapper, which synchronises gradients); the loss is the
+    detector's own."""
+    world = ctx.world_size if ctx else 1
     model.train()
     task = bar.add_task(f"epoch {epoch}", total=len(loader), info="")
     totals: dict[str, float] = {}
@@ -319,7 +469,7 @@ def _train_one_epoch(model: Detector, transform: torch.nn.Module,
     for step, batch in enumerate(loader):
         batch = prepare_batch(batch, transform, device)
         with _autocast(device, precision):
-            out = model(batch)
+            out = trained(batch)
             losses = model.loss(out, batch)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
@@ -342,5 +492,5 @@ def _train_one_epoch(model: Detector, transform: torch.nn.Module,
     row: dict[str, Any] = {"epoch": epoch, "train_loss": totals.pop("loss") / n_seen}
     row.update({f"train_{k}": v / n_seen for k, v in totals.items()})
     row["train_seconds"] = elapsed
-    row["train_images_per_s"] = n_seen / elapsed
+    row["train_images_per_s"] = n_seen * world / elapsed  # all ranks together
     return row

@@ -16,7 +16,6 @@ from fbench.store import Run, load_run
 from fbench.tables import CONFIG_KEYS
 
 
-
 def completed_runs(runs_dir: str | Path) -> list[Run]:
     out = []
     for cfg in sorted(Path(runs_dir).glob("*/config.json")):

@@ -49,6 +49,9 @@ class FADHead(nn.Module):
     The DCT runs in float32 even under autocast: the high band holds small coefficients.
     """
 
+    # `fbench bench` times modules that declare a group: their share of a training step
+    bench_group = "frequency: FAD"
+
     def __init__(self, size: int = 224, learnable: bool = True, init_std: float = 0.1) -> None:
         super().__init__()
         if size < 2:

@@ -40,6 +40,9 @@ class LFSHead(nn.Module):
     as the thesis did. Runs in float32 even under autocast.
     """
 
+    # `fbench bench` times modules that declare a group: their share of a training step
+    bench_group = "frequency: LFS"
+
     def __init__(self, window: int = 10, stride: int = 2, padding: int = 4, bands: int = 6,
                  order: str = "paper", learnable: bool = True, init_std: float = 0.1,
                  rescale: bool = True, eps: float = 1e-15) -> None:

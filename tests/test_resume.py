@@ -1,0 +1,88 @@
+"""A run killed with SIGKILL in the middle of an epoch resumes from its last checkpoint and ends
+exactly where an uninterrupted run with the same seed ends (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from fbench.cli import cli
+from fbench.store import load_run
+
+ARGS = ["run", "--detector", "resnet18", "--dataset", "synthetic", "--epochs", "3",
+        "--input-size", "32", "--batch-size", "8", "--dataset-option", "n_per_class=40",
+        "--dataset-option", "image_size=32", "--no-progress", "--seed", "3"]
+
+
+def _fbench(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fbench", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _only_run(out: Path) -> Path:
+    runs = [p for p in out.iterdir() if p.is_dir()] if out.is_dir() else []
+    return runs[0] if len(runs) == 1 else None
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    reference = _fbench(*ARGS, "--out", str(tmp_path / "ref"), env=env)
+
+    killed = _fbench(*ARGS, "--out", str(tmp_path / "killed"), env=env)
+    deadline = time.time() + 300
+    run_dir = None
+    while time.time() < deadline and killed.poll() is None:
+        run_dir = _only_run(tmp_path / "killed")
+        if run_dir and (run_dir / "checkpoints" / "last.pt").is_file():
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)  # into epoch 2
+    assert killed.poll() is None, "the run ended before it could be killed"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "running"
+    assert len(json.loads((run_dir / "epochs.json").read_text())) == 1
+
+    resumed = _fbench("run", "--resume", str(run_dir), "--no-progress", env=env)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out[-3000:]
+    assert "resuming" in out and "after epoch 1" in out
+    ref_out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, ref_out[-3000:]
+
+    a, b = load_run(_only_run(tmp_path / "ref")), load_run(run_dir)
+    assert b.summary["resumed_after_epoch"] == 1
+    for split in ("eval", "val"):
+        assert a.summary[split] == b.summary[split]
+    pd.testing.assert_frame_equal(a.predictions.drop(columns="id"),
+                                  b.predictions.drop(columns="id"))
+    assert a.epochs["train_loss"].tolist() == b.epochs["train_loss"].tolist()
+
+
+def test_resume_refuses_a_completed_run_and_changed_settings(tmp_path):
+    out = tmp_path / "runs"
+    small = [a.replace("n_per_class=40", "n_per_class=12").replace("3", "1")
+             if a in ("n_per_class=40", "3") else a for a in ARGS]
+    done = CliRunner().invoke(cli, [*small, "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    run_dir = _only_run(out)
+    again = CliRunner().invoke(cli, ["run", "--resume", str(run_dir)])
+    assert again.exit_code != 0 and "already completed" in again.output
+    changed = CliRunner().invoke(cli, ["run", "--resume", str(run_dir), "--epochs", "5"])
+    assert changed.exit_code != 0 and "cannot change" in changed.output
+    missing = CliRunner().invoke(cli, ["run", "--resume", str(tmp_path)])
+    assert missing.exit_code != 0 and "not a run directory" in missing.output
+
+
+@pytest.fixture(autouse=True)
+def _subprocess_isolation(monkeypatch, tmp_path):
+    monkeypatch.setenv("FBENCH_CACHE", str(tmp_path / "cache"))
