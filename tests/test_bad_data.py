@@ -43,7 +43,11 @@ def test_a_corrupt_image_stops_the_run_cleanly(tmp_path):
         (good_run,) = [p for p in out.iterdir() if p.is_dir()]
         before = {p.name: p.read_bytes() for p in good_run.rglob("*") if p.is_file()}
 
-        (tmp_path / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # truncated
+        # whole file structure, corrupt pixel data: passes the pre-run checks (headers and
+        # tails only), fails when decoded mid-run
+        data = bytearray((tmp_path / "5.png").read_bytes())
+        data[40:-20] = bytes(len(data) - 60)
+        (tmp_path / "5.png").write_bytes(bytes(data))
         bad = CliRunner().invoke(cli, ["run", "--dataset", "bad", "--epochs", "1",
                                        "--input-size", "16", "--out", str(out),
                                        "--no-progress"])

@@ -68,7 +68,7 @@ def test_name_clash_names_both_plugins():
 def test_unknown_name_offers_close_matches():
     with pytest.raises(UnknownNameError) as err:
         fbench.create_detector("resnet81")
-    assert err.value.close_matches == ["resnet18"]
+    assert err.value.close_matches[0] == "resnet18"  # the closest first
     assert "resnet18" in str(err.value)
     with pytest.raises(UnknownNameError, match="fbench list datasets"):
         fbench.load_dataset("zzzzzz")

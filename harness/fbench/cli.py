@@ -738,6 +738,11 @@ def _add_plugin_commands() -> None:
         _console(stderr=True).print(f"[yellow]warning:[/] {exc.format_message()}")
 
 
+# predict, robustness, reproduce: the commands that use a stored run (fbench/cli_use.py)
+from fbench import cli_use  # noqa: E402  (after `cli` exists; light: click only)
+
+cli_use.attach(cli)
+
 
 def main() -> None:
     _add_plugin_commands()

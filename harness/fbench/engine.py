@@ -300,7 +300,7 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
         raise FbenchError(f"unknown precision {cfg.precision!r}.", "use fp32 or bf16.")
     ctx = from_environment(resolve_device(cfg.device).type)
     device = resolve_device(device_for(cfg.device, ctx))
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:  # "cuda" alone: the current GPU
         torch.cuda.set_device(device)
     console = console or Console(stderr=True)
     if not ctx.is_main:
@@ -328,6 +328,10 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
     started = time.time()
     if main:
         if resume_state is None:
+            from fbench.reproduce import record_dataset
+
+            # every image's hash, so `fbench reproduce` can tell whether the data changed
+            resolved["dataset_fingerprint"] = record_dataset(run_dir, r.manifest)
             store.write_json(run_dir / "config.json", resolved)
             store.write_json(run_dir / "environment.json", describe_environment(device))
         store.write_json(run_dir / "status.json", {

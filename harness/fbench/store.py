@@ -160,6 +160,13 @@ class Run:
     def checkpoint(self, which: str = "best") -> Path:
         return self.path / "checkpoints" / f"{which}.pt"
 
+    def predict(self, inputs: Any, **options: Any) -> pd.DataFrame:
+        """Score image files, folders or arrays with this run's selected checkpoint; see
+        :func:`fbench.predict.predict` for the options and the columns."""
+        from fbench.predict import predict  # torch loads only when a run is used
+
+        return predict(self, inputs, **options)
+
 
 def load_run(path: str | Path) -> Run:
     """Read a run directory. Raises :class:`FbenchError` when it is not one."""
