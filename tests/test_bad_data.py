@@ -45,8 +45,10 @@ def test_a_corrupt_image_stops_the_run_cleanly(tmp_path):
 
         # whole file structure, corrupt pixel data: passes the pre-run checks (headers and
         # tails only), fails when decoded mid-run
+        noise = np.random.default_rng(5).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / "5.png"), noise)
         data = bytearray((tmp_path / "5.png").read_bytes())
-        data[40:-20] = bytes(len(data) - 60)
+        data[100:-20] = bytes(len(data) - 120)
         (tmp_path / "5.png").write_bytes(bytes(data))
         bad = CliRunner().invoke(cli, ["run", "--dataset", "bad", "--epochs", "1",
                                        "--input-size", "16", "--out", str(out),

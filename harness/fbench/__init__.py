@@ -43,6 +43,9 @@ _LAZY = {
     "write_json": "fbench.store",
     "write_parquet": "fbench.store",
     "read_json": "fbench.store",
+    # the landmark cache a preparation command writes and a run reads
+    "write_landmark_cache": "fbench.landmarks",
+    "load_landmarks": "fbench.landmarks",
 }
 
 __all__ = [
@@ -82,6 +85,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fbench.built import load_built_dataset
     from fbench.config import RunConfig
     from fbench.detector import ClassifierDetector, Detector
+    from fbench.landmarks import load_landmarks, write_landmark_cache
     from fbench.manifest import make_manifest, validate_manifest
     from fbench.metrics import compute_metrics
     from fbench.registry import registered

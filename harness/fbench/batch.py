@@ -15,7 +15,9 @@ class Batch:
     ``labels``: ``[B]`` long, 0 real, 1 generated, 2 edited (absent when predicting).
     ``masks``: ``[B, 1, H, W]`` float in [0, 1], 1 where forged; present when the dataset has
     masks. ``has_mask``: ``[B]`` bool, False for rows whose mask is unknown.
-    ``landmarks``: ``[B, K, 2]`` float in [0, 1] image coordinates, when the dataset has them.
+    ``landmarks``: ``[B, K, 2]`` float in [0, 1] image coordinates (x, y), when the run has
+    them (see :mod:`fbench.landmarks`); ``landmarks_found``: ``[B]`` bool, False for images
+    where no face was found (their points are 0).
     ``rgb``: the resized image in [0, 1] before the transform, for detectors that need both.
     """
 
@@ -26,6 +28,7 @@ class Batch:
     landmarks: torch.Tensor | None = None
     rgb: torch.Tensor | None = None
     index: torch.Tensor | None = None
+    landmarks_found: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         moved = {

@@ -37,6 +37,8 @@ class Board:
     settings: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    prepare: tuple[str, ...] = ()
+    """fbench commands run first (e.g. the landmark cache a detector needs), idempotent."""
 
     def command(self, boards_file: Path) -> str:
         """The command written at the top of the table."""
@@ -64,7 +66,8 @@ def load_boards(path: str | Path = DEFAULT_BOARDS) -> list[Board]:
         if raw.get("kind") not in KINDS or not raw.get("file") or not raw.get("detectors"):
             raise FbenchError(f"{where} needs file, detectors and kind ({' or '.join(KINDS)}).")
         boards.append(Board(**{**raw, "file": p.parent / raw["file"],
-                               "detectors": tuple(raw["detectors"])}))
+                               "detectors": tuple(raw["detectors"]),
+                               "prepare": tuple(raw.get("prepare", ()))}))
     if not boards:
         raise FbenchError(f"{p} declares no [[board]].")
     return boards
@@ -92,6 +95,8 @@ def build(board: Board, boards_file: Path, runs_dir: Path, reuse: bool = True,
     from fbench.leaderboard import leaderboard, render
     from fbench.store import load_run, prepare_out_dir
 
+    for command in board.prepare:
+        _run_fbench(command, console)
     spec, variants = resolve_variants(board.detectors, board.family)
     base = RunConfig.from_dict({**board.settings, "dataset": board.dataset,
                                 "out": str(runs_dir), "options": dict(board.options),
@@ -105,6 +110,26 @@ def build(board: Board, boards_file: Path, runs_dir: Path, reuse: bool = True,
         return ablation_markdown(rows, spec, command)
     runs = [load_run(Path(runs_dir) / r) for r in rows["run"]]
     return render(leaderboard(runs), "md", command)
+
+
+def _run_fbench(command: str, console: Any = None) -> None:
+    """Run one ``fbench ...`` command line in this process (a board's preparation step)."""
+    import shlex
+
+    from fbench.cli import _add_plugin_commands, cli
+
+    _add_plugin_commands()  # plugin commands (e.g. `data landmarks`); adding twice is harmless
+    args = shlex.split(command)
+    if not args or args[0] != "fbench":
+        raise FbenchError(f"board preparation {command!r} is not an fbench command.")
+    if console:
+        console.print(f"preparing: {command}")
+    try:
+        cli.main(args[1:], prog_name="fbench", standalone_mode=False)
+    except SystemExit as exc:
+        if exc.code:
+            raise FbenchError(f"board preparation {command!r} failed (exit {exc.code}).") \
+                from None
 
 
 def table_cells(markdown: str) -> list[dict[str, str]]:

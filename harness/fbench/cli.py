@@ -104,13 +104,17 @@ def cli() -> None:
 @click.option("--name", help="A label for the run directory.")
 @click.option("--skip-audit", is_flag=True,
               help="Do not audit a built dataset for leaks before training (recorded in the run).")
+@click.option("--skip-bad", is_flag=True,
+              help="Train without images that fail the pre-run checks (truncated, empty, "
+              "unreadable, too large, mismatched mask) instead of stopping; they are counted "
+              "in the run.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False),
               help="Continue the stopped run in RUN_DIR from its last completed epoch "
               "(model, optimizer, RNG streams, best so far), with its stored settings.")
 def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tuple[str, ...],
             transform_option: tuple[str, ...], no_progress: bool, skip_audit: bool,
-            resume: Path | None, **flags: Any) -> None:
+            skip_bad: bool, resume: Path | None, **flags: Any) -> None:
     """Train a detector on a dataset, select the best epoch on validation, evaluate it on the
     eval split and store the run (config, metrics, predictions, checkpoints).
 
@@ -141,6 +145,8 @@ def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tup
             data[key] = str(value) if isinstance(value, Path) else value
     if skip_audit:
         data["audit"] = False
+    if skip_bad:
+        data["skip_bad"] = True
     data["options"] = {**data["options"], **parse_assignments(set_, "--set")}
     data["dataset_options"] = {**data["dataset_options"],
                                **parse_assignments(dataset_option, "--dataset-option")}
@@ -155,6 +161,11 @@ def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tup
 
         resolved = resolve(config)
     c = resolved.config
+    skipped = (resolved.preflight or {}).get("skipped", 0)
+    if skipped:
+        console.print(f"[yellow]--skip-bad:[/] {skipped} bad file(s) left out, e.g. "
+                      f"{resolved.preflight['bad'][0]['path']} "
+                      f"({resolved.preflight['bad'][0]['reason']}); listed in config.json")
     counts = resolved.manifest["split"].value_counts()
     console.print(f"[bold]{c.detector}[/] on [bold]{c.dataset}[/] (transform {c.transform}, "
                   f"{resolved.input_size}px): train {counts.get('train', 0)}, "

@@ -7,11 +7,10 @@ preferred defaults, then fbench's own.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from fbench.errors import FbenchError
 
@@ -40,6 +39,7 @@ class RunConfig:
     workers: int = 0
     cache_images: bool | None = None
     audit: bool = True
+    skip_bad: bool = False
     data_root: str | None = None
     out: str = "runs"
     name: str | None = None

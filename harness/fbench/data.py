@@ -67,7 +67,9 @@ def read_mask(path: str, size: int) -> np.ndarray:
 
 
 class ManifestDataset(Dataset):
-    """Rows of a manifest as samples: ``image`` uint8 ``[3, S, S]``, ``label``, ``mask``."""
+    """Rows of a manifest as samples: ``image`` uint8 ``[3, S, S]``, ``label``, ``mask``, and
+    ``landmarks`` ``[K, 2]`` when the manifest carries them (columns ``landmarks`` and
+    ``landmarks_found``, attached by :mod:`fbench.landmarks` for detectors that need them)."""
 
     def __init__(self, manifest: pd.DataFrame, input_size: int, with_masks: bool = False,
                  cache: bool = False) -> None:
@@ -79,6 +81,11 @@ class ManifestDataset(Dataset):
         self.labels = manifest["label"].to_numpy(dtype=np.int64)
         self.input_size = int(input_size)
         self.with_masks = with_masks
+        self.landmarks: np.ndarray | None = None  # [N, K, 2] float32 in [0, 1]
+        self.landmarks_found: np.ndarray | None = None  # [N] bool
+        if {"landmarks", "landmarks_found"} <= set(manifest.columns) and len(manifest):
+            self.landmarks = np.stack(manifest["landmarks"].to_list()).astype(np.float32)
+            self.landmarks_found = manifest["landmarks_found"].to_numpy(dtype=bool)
         self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -100,6 +107,9 @@ class ManifestDataset(Dataset):
                 mask, known = np.zeros((s, s), np.float32), False
             sample["mask"] = torch.from_numpy(mask)[None]
             sample["has_mask"] = known
+        if self.landmarks is not None:
+            sample["landmarks"] = torch.from_numpy(self.landmarks[i])
+            sample["landmarks_found"] = bool(self.landmarks_found[i])
         return sample
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -120,4 +130,8 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
     if "mask" in samples[0]:
         batch.masks = torch.stack([s["mask"] for s in samples])
         batch.has_mask = torch.tensor([s["has_mask"] for s in samples], dtype=torch.bool)
+    if "landmarks" in samples[0]:
+        batch.landmarks = torch.stack([s["landmarks"] for s in samples])
+        batch.landmarks_found = torch.tensor([s["landmarks_found"] for s in samples],
+                                             dtype=torch.bool)
     return batch

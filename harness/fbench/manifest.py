@@ -61,14 +61,14 @@ def validate_manifest(df: pd.DataFrame, check_files: bool = True) -> pd.DataFram
     out = df.reset_index(drop=True).copy()
     out.attrs = dict(df.attrs)
 
-    labels = pd.to_numeric(out["label"], errors="coerce")
+    labels = pd.to_numeric(out["label"].map(_label_value), errors="coerce")
     bad = out[labels.isna() | ~labels.isin(VALID_LABELS)]
     if len(bad):
         examples = ", ".join(f"{p} (label {lbl!r})" for p, lbl in
                              zip(bad["path"].head(3), bad["label"].head(3), strict=False))
         raise FbenchError(
             f"{name}: {len(bad)} row(s) have a label outside 0..2, e.g. {examples}.",
-            "labels are 0 real, 1 generated, 2 edited.",
+            "labels are 0 real, 1 generated, 2 edited (numbers, or those names).",
         )
     out["label"] = labels.astype("int64")
 
@@ -92,6 +92,7 @@ def validate_manifest(df: pd.DataFrame, check_files: bool = True) -> pd.DataFram
     for col in ("path", "source", "group"):
         out[col] = out[col].astype(str)
 
+    _check_inside_root(out, name)
     if check_files:
         for col in ("path", "mask"):
             paths = [resolve_path(out, p) for p in out[col]]
@@ -103,3 +104,34 @@ def validate_manifest(df: pd.DataFrame, check_files: bool = True) -> pd.DataFram
                 )
     return out
 
+
+_LABEL_NAMES = {"real": 0, "generated": 1, "edited": 2}
+
+
+def _label_value(value: object) -> object:
+    """Labels may be numbers, numeric strings ("1") or the label names ("edited")."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return _LABEL_NAMES.get(text, text)
+    return value
+
+
+def _check_inside_root(df: pd.DataFrame, name: str) -> None:
+    """A relative path must stay inside the dataset root: ``../`` that climbs out of it is a
+    manifest error (or a hostile one), never a file fbench reads. Checked lexically, so a
+    dataset may still symlink its files from elsewhere."""
+    root = df.attrs.get("root")
+    if not root:
+        return
+    base = os.path.normpath(os.path.abspath(root))
+    for col in ("path", "mask"):
+        for p in df[col]:
+            if not p or os.path.isabs(p):
+                continue
+            full = os.path.normpath(os.path.join(base, p))
+            if os.path.commonpath([base, full]) != base:
+                raise FbenchError(
+                    f"{name}: {col} {p!r} points outside the dataset root {root}.",
+                    "manifest paths are relative to the root and must stay inside it; "
+                    "fix or rebuild the manifest.",
+                )

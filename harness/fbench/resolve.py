@@ -44,6 +44,7 @@ class ResolvedRun:
     manifest: pd.DataFrame
     input_size: int
     audit: dict[str, Any] | None = None
+    preflight: dict[str, Any] | None = None
 
     def build_model(self) -> Any:
         from fbench.detector import as_detector
@@ -74,8 +75,16 @@ class ResolvedRun:
             },
             "split_counts": {s: {str(k): int(v) for k, v in c.items()} for s, c in counts.items()},
             "audit": self.audit,
+            "preflight": self.preflight,
+            **self._landmarks(),
             **extra,
         }
+
+    def _landmarks(self) -> dict[str, Any]:
+        from fbench.landmarks import landmark_summary
+
+        summary = landmark_summary(self.manifest)
+        return {"landmarks": summary} if summary else {}
 
 
 def resolve(config: RunConfig) -> ResolvedRun:
@@ -92,9 +101,6 @@ def resolve(config: RunConfig) -> ResolvedRun:
     if det.needs_masks and not ds.has_masks:
         raise FbenchError(f"detector {det.name!r} needs forgery masks, and dataset "
                           f"{ds.name!r} has none.", "choose a dataset with masks (e.g. seg_2).")
-    if det.needs_landmarks and not ds.has_landmarks:
-        raise FbenchError(f"detector {det.name!r} needs facial landmarks, and dataset "
-                          f"{ds.name!r} has none.", "prepare landmarks for the dataset first.")
 
     settings = {k: getattr(config, k) for k in DEFAULTS}
     for key in DEFAULTS:
@@ -107,6 +113,14 @@ def resolve(config: RunConfig) -> ResolvedRun:
     config = config.replace(transform=tname, **settings)
 
     manifest = load_manifest(ds, config.data_root, config.dataset_options)
+    if det.needs_landmarks:  # from the dataset's own columns, or its cache (fbench.landmarks)
+        from fbench.landmarks import require_landmarks
+
+        manifest = require_landmarks(manifest, det.name, landmarks_command(config))
+    # every file checked before anything is written or trained (see fbench.preflight)
+    from fbench.preflight import preflight
+
+    manifest, report = preflight(manifest, with_masks=ds.has_masks, skip_bad=config.skip_bad)
     manifest = carve_validation(manifest, config.val_fraction, config.seed)
     if config.audit:
         assert_grouped(manifest)
@@ -120,7 +134,23 @@ def resolve(config: RunConfig) -> ResolvedRun:
     native = manifest.attrs.get("image_size")
     if config.input_size is None and native:
         size = min(size, int(native))
-    return ResolvedRun(config, det, ds, tr, manifest, int(size), audit_result)
+    return ResolvedRun(config, det, ds, tr, manifest, int(size), audit_result,
+                       report.as_dict())
+
+
+def landmarks_command(config: RunConfig) -> str:
+    """The command that prepares the landmark cache a run on ``config``'s dataset reads
+    (``fbench data landmarks``, from the built-in landmarks plugin), with the same dataset
+    options and root, so it resolves the same manifest."""
+    import shlex
+
+    parts = ["fbench", "data", "landmarks", config.dataset]
+    if config.data_root is not None:
+        parts += ["--data-root", str(config.data_root)]
+    for key, value in config.dataset_options.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        parts += ["--dataset-option", f"{key}={text}"]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def run_audit(manifest: pd.DataFrame, enabled: bool) -> dict[str, Any] | None:
