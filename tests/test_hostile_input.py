@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 from tiny import tiny_cnn
@@ -150,3 +151,44 @@ def test_labels_as_strings(tmp_path):
     rows[0]["label"] = "fake-ish"
     with pytest.raises(FbenchError, match=r"0.png \(label 'fake-ish'\)"):
         fbench.make_manifest(rows, root=tmp_path)
+
+
+class _NaNAfterFirstEpoch(fbench.Detector):
+    """Trains normally for one step (one epoch here), then produces NaN logits."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.net = tiny_cnn(num_classes)
+        self.steps = 0
+
+    def forward(self, batch):
+        logits = self.net(batch.images)
+        if self.training:
+            self.steps += 1
+            if self.steps > 1:
+                logits = logits * float("nan")
+        return fbench.DetectorOutput(logits=logits)
+
+
+def test_nan_from_the_model_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    rows = _write_dataset(tmp_path)
+    plugin = _plugin(rows, tmp_path)
+
+    class NaNPlugin:
+        @fbench.hookimpl
+        def register_detectors(self, register):
+            register(fbench.DetectorSpec(name="nan-net", summary="n", input_size=16,
+                                         factory=_NaNAfterFirstEpoch))
+
+    out = tmp_path / "runs"
+    with registered(plugin, name="hostile"), registered(NaNPlugin(), name="nan"):
+        result = CliRunner().invoke(cli, ["run", "--detector", "nan-net", "--dataset",
+                                          "hostile", "--epochs", "3", "--out", str(out),
+                                          "--no-progress"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "loss became nan at epoch 2" in result.output and "lower --lr" in result.output
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
