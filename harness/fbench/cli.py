@@ -187,21 +187,18 @@ def _finish(run_dir: Path) -> None:
 
 
 def _resume(run_dir: Path, no_progress: bool) -> None:
-    import dataclasses
-
-    from fbench.config import RunConfig
     from fbench.engine import train_and_evaluate
+    from fbench.reproduce import run_config
     from fbench.resolve import resolve
-    from fbench.store import read_json
+    from fbench.store import load_run
 
     config_file = run_dir / "config.json"
     if not config_file.is_file():
         raise FbenchError(f"{run_dir} is not a run directory (no config.json).",
                           "pass the directory `fbench run` printed.")
-    stored = read_json(config_file)
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    config = RunConfig.from_dict({k: v for k, v in stored.items() if k in fields},
-                                 source=str(config_file))
+    # the stored settings (config.json's "audit" holds the audit's result, which
+    # run_config reads back as the setting, so a resumed run is audited as it was)
+    config = run_config(load_run(run_dir))
     # the run stays where it is, whatever directory this is called from
     config = config.replace(out=str(run_dir.parent))
     console = _console(stderr=True)
