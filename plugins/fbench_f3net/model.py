@@ -16,7 +16,8 @@ from fbench import Batch, Detector, DetectorOutput, FbenchError
 from fbench_f3net.fad import FADHead
 from fbench_f3net.lfs import LFS_ORDERS, LFSHead
 from fbench_f3net.mixblock import MixBlock
-from fbench_f3net.seg import DICE_REDUCTIONS, SegDecoder, mask_losses
+from fbench_f3net.options import parse_int_list
+from fbench_f3net.seg import DICE_REDUCTIONS, SegDecoder, multitask_loss
 from fbench_f3net.xception import EXIT, XceptionBackbone, kept_blocks
 
 VARIANTS = ("xception", "fad", "lfs", "both", "mix", "mix-seg")
@@ -31,12 +32,7 @@ def parse_mix_after(value: Any, depth: str) -> tuple[int, ...]:
     if value is None:
         return MIX_AFTER[depth]
     try:
-        if isinstance(value, str):
-            points = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
-        elif isinstance(value, int):
-            points = (value,)
-        else:
-            points = tuple(int(v) for v in value)
+        points = parse_int_list(value)
     except (TypeError, ValueError):
         raise FbenchError(f"mix_after={value!r} is not a list of block numbers.",
                           "write e.g. --set mix_after=8,11") from None
@@ -187,11 +183,7 @@ class F3NetSeg(F3Net):
                               aux={"mask_logits": mask_logits})
 
     def loss(self, output: DetectorOutput, batch: Batch) -> dict[str, torch.Tensor]:
-        assert batch.labels is not None
-        terms = {"ce": F.cross_entropy(output.logits.float(), batch.labels)}
-        terms.update(mask_losses(output.aux["mask_logits"], batch.masks, batch.has_mask,
-                                 self.dice_reduction))
-        return {k: v * self.weights[k] for k, v in terms.items()}
+        return multitask_loss(output, batch, self.weights, self.dice_reduction)
 
 
 def _read_state(path: str) -> dict[str, torch.Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,3 +92,14 @@ def mask_losses(mask_logits: torch.Tensor, masks: torch.Tensor | None,
     bce = F.binary_cross_entropy_with_logits(logits, target)
     dice = dice_loss(torch.sigmoid(logits), target, dice_reduction, dice_smooth)
     return {"bce": bce, "dice": dice}
+
+
+def multitask_loss(output: Any, batch: Any, weights: dict[str, float],
+                   dice_reduction: str = "image") -> dict[str, torch.Tensor]:
+    """The thesis's multi-task loss, ``ce``, ``bce`` and ``dice`` each times its weight; the
+    mask terms on the rows whose mask is known (``output.aux["mask_logits"]``)."""
+    assert batch.labels is not None
+    terms = {"ce": F.cross_entropy(output.logits.float(), batch.labels)}
+    terms.update(mask_losses(output.aux["mask_logits"], batch.masks, batch.has_mask,
+                             dice_reduction))
+    return {k: v * weights[k] for k, v in terms.items()}

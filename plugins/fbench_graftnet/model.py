@@ -18,7 +18,7 @@ from torch import nn
 from fbench import Batch, Detector, DetectorOutput, FbenchError
 from fbench_f3net.fad import FADHead
 from fbench_f3net.lfs import LFS_ORDERS, LFSHead
-from fbench_f3net.seg import DICE_REDUCTIONS, mask_losses
+from fbench_f3net.seg import DICE_REDUCTIONS, multitask_loss
 from fbench_graftnet.decoder import ACTIVATIONS, GraftDecoder
 from fbench_graftnet.graft import THESIS_GRID, GraftAttention
 
@@ -133,7 +133,7 @@ class GraftNetSeg(GraftNet):
     from the fused map to a forgery mask at the input's size.
 
     ``loss`` = ``ce_weight``·CE + ``bce_weight``·BCE + ``dice_weight``·Dice; the mask terms
-    (``fbench_f3net.seg.mask_losses``) use only rows whose mask is known (``batch.has_mask``).
+    (``fbench_f3net.seg.multitask_loss``) use only rows whose mask is known (``batch.has_mask``).
     """
 
     def __init__(self, num_classes: int = 3, input_size: int = 224,
@@ -167,11 +167,7 @@ class GraftNetSeg(GraftNet):
                               aux={"mask_logits": mask_logits})
 
     def loss(self, output: DetectorOutput, batch: Batch) -> dict[str, torch.Tensor]:
-        assert batch.labels is not None
-        terms = {"ce": F.cross_entropy(output.logits.float(), batch.labels)}
-        terms.update(mask_losses(output.aux["mask_logits"], batch.masks, batch.has_mask,
-                                 self.dice_reduction))
-        return {k: v * self.weights[k] for k, v in terms.items()}
+        return multitask_loss(output, batch, self.weights, self.dice_reduction)
 
 
 __all__ = ["GraftNet", "GraftNetSeg", "WIDTH", "xception_block"]

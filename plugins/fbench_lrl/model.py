@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbench import Batch, Detector, DetectorOutput, FbenchError
+from fbench_f3net.options import parse_int_list
 from fbench_f3net.seg import SegDecoder, mask_losses
 from fbench_lrl.highpass import DEFAULT_CUTOFF, HighPassDCT
 from fbench_lrl.rfam import RGBFrequencyAttention
@@ -30,12 +31,7 @@ def parse_levels(name: str, value: Any, levels: int) -> tuple[int, ...]:
     """``"2,3,4"``, ``[2, 3]`` or ``3`` → distinct ascending feature levels in
     ``range(levels)``."""
     try:
-        if isinstance(value, str):
-            points = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
-        elif isinstance(value, int):
-            points = (value,)
-        else:
-            points = tuple(int(v) for v in value)
+        points = parse_int_list(value)
     except (TypeError, ValueError):
         raise FbenchError(f"{name}={value!r} is not a list of feature levels.",
                           f"write e.g. --set {name}=2,3") from None
@@ -49,12 +45,7 @@ def parse_levels(name: str, value: Any, levels: int) -> tuple[int, ...]:
 def parse_grids(value: Any, count: int) -> tuple[int, ...]:
     """One grid side for every similarity level, or one per level (``"4"``, ``"8,4"``)."""
     try:
-        if isinstance(value, str):
-            grids = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
-        elif isinstance(value, int):
-            grids = (value,)
-        else:
-            grids = tuple(int(v) for v in value)
+        grids = parse_int_list(value)
     except (TypeError, ValueError):
         grids = ()
     if len(grids) == 1:
