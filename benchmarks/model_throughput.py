@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from fbench.batch import Batch
-from fbench.bench import _PartTimer
+from fbench.bench import PartTimer
 from fbench.detector import as_detector, count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def measure(spec, device, batch_size, size, precision, channels_last, compile_mo
         if getattr(m, "bench_group", None):
             groups.setdefault(m.bench_group, []).append(m)
     if groups and not compile_model:
-        timer = _PartTimer(groups, device)
+        timer = PartTimer(groups, device)
         timer.enabled = True
         sync(device)
         t = time.perf_counter()

@@ -5,7 +5,7 @@ Four numbers for one detector, batch size and input size:
 - data pipeline alone: images/s of the training DataLoader (decode, resize, collate), no model;
 - bare loop: a minimal hand-written training step on tensors already in memory (transform,
   forward, the detector's loss, backward, optimizer step): what the model itself costs;
-- fbench step: the engine's own training loop (``_train_one_epoch``: batch preparation, the
+- fbench step: the engine's own training loop (``train_one_epoch``: batch preparation, the
   detector's named losses, the non-finite check, loss bookkeeping, progress bar) on the same
   in-memory batches. ``fbench step / bare loop`` is the harness overhead (goal <= 1.05);
 - fbench epoch: the engine's loop fed by the real DataLoader, to show whether data loading is
@@ -83,7 +83,7 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-class _PartTimer:
+class PartTimer:
     """Forward time of modules that declare ``bench_group`` (and of the transform), with
     device synchronisation around each, summed per group while enabled."""
 
@@ -140,14 +140,14 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
     precision (``auto``: bf16 on CUDA, fp32 on CPU)."""
     from fbench.detector import count_parameters
     from fbench.engine import (
-        _autocast,
-        _train_one_epoch,
+        autocast,
         build_loaders,
         make_optimizer,
         make_progress,
         prepare_batch,
         resolve_device,
         seed_everything,
+        train_one_epoch,
     )
     from fbench.resolve import resolve
 
@@ -202,7 +202,7 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
             batch = Batch(images=transform(x).contiguous(memory_format=memory_format),
                           labels=b.labels, masks=b.masks, has_mask=b.has_mask,
                           landmarks=b.landmarks, rgb=x, index=b.index)
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 out = forward(batch)
                 loss = sum(model.loss(out, batch).values())
             optimizer.zero_grad(set_to_none=True)
@@ -214,7 +214,7 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
 
     def fbench_step() -> None:
         with make_progress(bar_console, False) as bar:
-            _train_one_epoch(model, forward, _ChannelsLast(transform, memory_format),
+            train_one_epoch(model, forward, _ChannelsLast(transform, memory_format),
                              optimizer, raw_batches, device, precision, bar, 1,
                              _scratch_dir())
 
@@ -231,7 +231,7 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
     # 4. the engine fed by the DataLoader (as a run trains)
     def loader_epoch() -> None:
         with make_progress(bar_console, False) as bar:
-            _train_one_epoch(model, forward, _ChannelsLast(transform, memory_format),
+            train_one_epoch(model, forward, _ChannelsLast(transform, memory_format),
                              optimizer, _take(loaders.train, data_batches), device, precision,
                              bar, 1, _scratch_dir())
 
@@ -248,7 +248,7 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
             groups.setdefault(label, []).append(m)
     shares: dict[str, float] = {}
     if groups:
-        timer = _PartTimer(groups, device)
+        timer = PartTimer(groups, device)
         timer.enabled = True
         total = _timed(bare, device)
         timer.enabled = False

@@ -116,9 +116,9 @@ def _run_fbench(command: str, console: Any = None) -> None:
     """Run one ``fbench ...`` command line in this process (a board's preparation step)."""
     import shlex
 
-    from fbench.cli import _add_plugin_commands, cli
+    from fbench.cli import add_plugin_commands, cli
 
-    _add_plugin_commands()  # plugin commands (e.g. `data landmarks`); adding twice is harmless
+    add_plugin_commands()  # plugin commands (e.g. `data landmarks`); adding twice is harmless
     args = shlex.split(command)
     if not args or args[0] != "fbench":
         raise FbenchError(f"board preparation {command!r} is not an fbench command.")

@@ -18,7 +18,7 @@ from fbench.errors import FbenchError
 KINDS = {"datasets": "dataset", "transforms": "transform", "detectors": "detector"}
 
 
-def _command_line() -> str:
+def command_line() -> str:
     """The current command, rebuilt from its parsed parameters (what a table header needs to
     say how to regenerate it; independent of how the CLI was launched)."""
     import shlex
@@ -364,7 +364,7 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
     console = _console(stderr=True)
     rows = ablate(variants, base, [seed + i for i in range(seeds)], reuse=reuse,
                   transforms=tf_list, console=console, progress=not no_progress)
-    text = ablation_markdown(rows, spec, _command_line())
+    text = ablation_markdown(rows, spec, command_line())
     target = output or out / f"ablation-{get_name}-{dataset}.md"
     with atomic_path(target) as tmp:
         tmp.write_text(text)
@@ -415,9 +415,9 @@ def leaderboard_cmd(runs_dir: Path, dataset: str | None, fmt: str, output: Path 
 
         rows = pd.DataFrame([run_row(r) for r in runs
                              if dataset is None or r.config["dataset"] == dataset])
-        text = layout_markdown(rows, _command_line(), by="detector")
+        text = layout_markdown(rows, command_line(), by="detector")
     else:
-        text = render(board, fmt, _command_line())
+        text = render(board, fmt, command_line())
     if output:
         with atomic_path(output) as tmp:
             tmp.write_text(text)
@@ -553,7 +553,7 @@ def bench_cmd(detectors: tuple[str, ...], dataset: str, data_root: Path | None,
         from fbench.store import atomic_path
 
         with atomic_path(output) as tmp:
-            tmp.write_text(bench_markdown(results, _command_line()))
+            tmp.write_text(bench_markdown(results, command_line()))
         click.echo(f"written to {output}")
 
 
@@ -735,7 +735,7 @@ def data_audit_cmd(dataset: str, data_root: Path | None, near: int,
     console.print(f"audit of {dataset} passed: {summary}.")
 
 
-def _add_plugin_commands() -> None:
+def add_plugin_commands() -> None:
     """Let plugins add commands (e.g. ``fbench data prepare ...``). Plugin modules are light
     (no torch at import), so this keeps ``fbench --help`` fast."""
     from fbench.registry import get_registry
@@ -753,7 +753,7 @@ cli_use.attach(cli)
 
 
 def main() -> None:
-    _add_plugin_commands()
+    add_plugin_commands()
     try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:

@@ -119,7 +119,7 @@ def robustness_cmd(run_dirs: tuple[Path, ...], perturbs: tuple[str, ...], seed: 
     """
     from rich.console import Console
 
-    from fbench.cli import _command_line
+    from fbench.cli import command_line
     from fbench.robustness import parse_perturbation, rich_table
     from fbench.robustness import robustness as run_robustness
     from fbench.store import load_run
@@ -131,7 +131,7 @@ def robustness_cmd(run_dirs: tuple[Path, ...], perturbs: tuple[str, ...], seed: 
                                     f"compare-{len(runs)}-runs-{runs[0].id}")
     with _progress(not no_progress) as bar:
         result = run_robustness(runs, parsed, out, seed=seed, batch_size=batch_size,
-                                device=device, command=_command_line(), progress=bar)
+                                device=device, command=command_line(), progress=bar)
     console = Console(highlight=False)
     console.print(rich_table(result["table"], "eval metrics under perturbation (%)"))
     for run_id, same in result["record"]["clean_matches_stored"].items():

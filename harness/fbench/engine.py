@@ -69,7 +69,7 @@ def prepare_batch(batch: Batch, transform: torch.nn.Module, device: torch.device
     return batch
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -87,7 +87,7 @@ def predict(model: Detector, transform: torch.nn.Module, loader: DataLoader,
     task = progress.add_task(description, total=len(loader), info="") if progress else None
     for batch in loader:
         batch = prepare_batch(batch, transform, device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             out = model(batch)
         probs.append(torch.softmax(out.logits.float(), dim=1).cpu())
         index.append(batch.index.cpu())
@@ -364,7 +364,7 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
                 sampler = loaders.train.sampler
                 if hasattr(sampler, "set_epoch"):
                     sampler.set_epoch(epoch)
-                row = _train_one_epoch(model, trained, transform, optimizer, loaders.train,
+                row = train_one_epoch(model, trained, transform, optimizer, loaders.train,
                                        device, cfg.precision, bar, epoch, run_dir, ctx)
                 val = predict(model, transform, loaders.val, device, cfg.precision, bar,
                               "validate", ctx)
@@ -458,7 +458,7 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
         raise
 
 
-def _train_one_epoch(model: Detector, trained: torch.nn.Module, transform: torch.nn.Module,
+def train_one_epoch(model: Detector, trained: torch.nn.Module, transform: torch.nn.Module,
                      optimizer: torch.optim.Optimizer, loader: DataLoader, device: torch.device,
                      precision: str, bar: Progress, epoch: int, run_dir: Path,
                      ctx: DistContext | None = None) -> dict[str, Any]:
@@ -472,7 +472,7 @@ def _train_one_epoch(model: Detector, trained: torch.nn.Module, transform: torch
     n_seen, t0 = 0, time.perf_counter()
     for step, batch in enumerate(loader):
         batch = prepare_batch(batch, transform, device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             out = trained(batch)
             losses = model.loss(out, batch)
         loss = sum(losses.values())

@@ -37,7 +37,7 @@ GRADCAM_ROW_HEIGHT = 3.0
 DEFAULT_DPI = 100
 
 
-def _figure(width: float, height: float, dpi: int) -> Figure:
+def new_figure(width: float, height: float, dpi: int) -> Figure:
     """A new figure on the Agg canvas, without going through pyplot's global state (no window,
     nothing left open between calls)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -48,7 +48,7 @@ def _figure(width: float, height: float, dpi: int) -> Figure:
     return fig
 
 
-def _save(fig: Figure, output: str | Path) -> Path:
+def save_figure(fig: Figure, output: str | Path) -> Path:
     """Write the figure as PNG atomically (a half-written picture is never left behind)."""
     from fbench.store import atomic_path
 
@@ -93,7 +93,7 @@ def plot_confusion(run: Run | str | Path, output: str | Path, split: str = "eval
     # A class absent from the split has an all-zero row: show 0 %, not a division warning.
     pct = np.divide(100.0 * cm, totals, out=np.zeros(cm.shape), where=totals > 0)
 
-    fig = _figure(*CONFUSION_SIZE, dpi)
+    fig = new_figure(*CONFUSION_SIZE, dpi)
     ax = fig.add_subplot()
     # Colour by the row share, so that a small class is as readable as a large one.
     im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
@@ -110,7 +110,7 @@ def plot_confusion(run: Run | str | Path, output: str | Path, split: str = "eval
     detector = r.config.get("detector", "?")
     ax.set_title(f"{detector} on {r.config.get('dataset', '?')} ({split}, n={int(cm.sum())})\n"
                  f"{r.id}", fontsize=9)
-    return _save(fig, output)
+    return save_figure(fig, output)
 
 
 # -- training curves ----------------------------------------------------------------------
@@ -140,7 +140,7 @@ def plot_curves(runs: Sequence[Run | str | Path], output: str | Path,
     # The detector name is the readable label, but only when it tells the runs apart.
     labels = detectors if len(set(detectors)) == len(detectors) else [r.id for r in loaded]
 
-    fig = _figure(*CURVES_SIZE, dpi)
+    fig = new_figure(*CURVES_SIZE, dpi)
     ax_loss, ax_f1 = fig.subplots(1, 2)
     for r, label in zip(loaded, labels, strict=True):
         ep = r.epochs
@@ -165,7 +165,7 @@ def plot_curves(runs: Sequence[Run | str | Path], output: str | Path,
         ax.xaxis.get_major_locator().set_params(integer=True)
     ax_f1.set_ylim(-0.02, 1.02)
     ax_loss.legend(fontsize=8)
-    return _save(fig, output)
+    return save_figure(fig, output)
 
 
 # -- spectra ------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def plot_spectrum(manifest: pd.DataFrame, output: str | Path, per: str = "class"
     scale per column (so rows compare directly)."""
     spectra = average_spectra(manifest, per, size, max_images)
     n = len(spectra)
-    fig = _figure(2 * SPECTRUM_COLUMN_WIDTH, n * SPECTRUM_ROW_HEIGHT + SPECTRUM_HEADER, dpi)
+    fig = new_figure(2 * SPECTRUM_COLUMN_WIDTH, n * SPECTRUM_ROW_HEIGHT + SPECTRUM_HEADER, dpi)
     axes = np.atleast_2d(fig.subplots(n, 2, squeeze=False))
     for col, kind in enumerate(("DCT-II", "centred DFT")):
         maps = [s[col] for s in spectra.values()]
@@ -233,7 +233,7 @@ def plot_spectrum(manifest: pd.DataFrame, output: str | Path, per: str = "class"
         fig.colorbar(im, ax=axes[:, col].tolist(), shrink=0.6, fraction=0.08,
                      label="mean log |X|")
     fig.suptitle(title or f"average spectra per {per} ({size}×{size} grayscale)", fontsize=10)
-    return _save(fig, output)
+    return save_figure(fig, output)
 
 
 # -- Grad-CAM -----------------------------------------------------------------------------
@@ -364,7 +364,7 @@ def plot_gradcam(run: Run | str | Path, images: Sequence[str | Path], output: st
     cams, probs, name = gradcam_maps(model, transform, rgb, layer, target_class)
 
     n = len(images)
-    fig = _figure(2 * GRADCAM_COLUMN_WIDTH, n * GRADCAM_ROW_HEIGHT, dpi)
+    fig = new_figure(2 * GRADCAM_COLUMN_WIDTH, n * GRADCAM_ROW_HEIGHT, dpi)
     axes = fig.subplots(n, 2, squeeze=False)
     for i, path in enumerate(images):
         pred = int(probs[i].argmax())
@@ -378,4 +378,4 @@ def plot_gradcam(run: Run | str | Path, images: Sequence[str | Path], output: st
         for ax in axes[i]:
             ax.set_axis_off()
     fig.suptitle(f"Grad-CAM of {r.config.get('detector', '?')} at {name}", fontsize=9)
-    return _save(fig, output)
+    return save_figure(fig, output)

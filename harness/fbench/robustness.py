@@ -270,7 +270,7 @@ def plot_robustness(table: pd.DataFrame, output: str | Path, dpi: int = 100) -> 
     """Macro-F1 against level, one panel per perturbation, one line per run; the clean
     macro-F1 of each run as a dashed line of its colour. The x axis runs in the order the
     levels were given (inverted for decreasing levels such as JPEG quality)."""
-    from fbench.plots import _figure, _save
+    from fbench.plots import new_figure, save_figure
 
     perturbed = table[table["perturbation"] != CLEAN]
     names = list(dict.fromkeys(perturbed["perturbation"]))
@@ -281,7 +281,7 @@ def plot_robustness(table: pd.DataFrame, output: str | Path, dpi: int = 100) -> 
     labels = detectors if len(set(detectors)) == len(detectors) else runs
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
-    fig = _figure(4.0 * ncols, 3.5 * nrows, dpi)
+    fig = new_figure(4.0 * ncols, 3.5 * nrows, dpi)
     grid = fig.subplots(nrows, ncols, squeeze=False)
     axes = grid.ravel()
     for ax in axes[len(names):]:
@@ -306,7 +306,7 @@ def plot_robustness(table: pd.DataFrame, output: str | Path, dpi: int = 100) -> 
         ax.grid(alpha=0.3)
         ax.set_title(f"{name} (dashed: clean)", fontsize=10)
     axes[0].legend(fontsize=8)
-    return _save(fig, output)
+    return save_figure(fig, output)
 
 
 def robustness(runs: Sequence[Run | str | Path], perturbations: Sequence[Perturbation | str],
