@@ -19,15 +19,14 @@ from tiny import tiny_cnn
 import fbench
 from fbench import FbenchError
 from fbench.cli import cli
+from fbench.fingerprint import FINGERPRINT_KEY, record_dataset
 from fbench.manifest import resolve_path
 from fbench.registry import registered
 from fbench.reproduce import (
     DEFAULT_TOLERANCE,
-    FINGERPRINT_KEY,
     dataset_differences,
     environment_differences,
     expected_agreement,
-    record_dataset,
     reproduce,
     resolve_stored,
     run_config,

@@ -328,7 +328,7 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
     started = time.time()
     if main:
         if resume_state is None:
-            from fbench.reproduce import record_dataset
+            from fbench.fingerprint import record_dataset
 
             # every image's hash, so `fbench reproduce` can tell whether the data changed
             resolved["dataset_fingerprint"] = record_dataset(run_dir, r.manifest)

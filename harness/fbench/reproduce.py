@@ -3,9 +3,10 @@ with the stored configuration and seed into a new run directory, and compare eve
 
 Data: the re-resolved manifest must give the stored split counts and the stored val/eval
 rows; where the run stored a dataset fingerprint (``config["dataset_fingerprint"]`` and
-``dataset.parquet``, see :func:`record_dataset`) the manifest hash and every image's SHA-256
-must match. A run without per-image hashes is checked by file times instead: an image
-modified after the run started is named. A data mismatch stops the rerun unless forced.
+``dataset.parquet``, written by :func:`fbench.fingerprint.record_dataset`) the manifest
+hash and every image's SHA-256 must match. A run without per-image hashes is checked by file
+times instead: an image modified after the run started is named. A data mismatch stops the
+rerun unless forced.
 
 Environment: fbench, torch and timm versions and the device; a mismatch is shown, and it
 turns the expectation from "identical" into "within a tolerance". On CPU the rerun uses the
@@ -15,7 +16,6 @@ differently.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fbench.audit import file_sha256
 from fbench.errors import FbenchError
+from fbench.fingerprint import (
+    DATASET_FILE,
+    FINGERPRINT_KEY,
+    manifest_sha256,
+    resolved_paths,
+)
 from fbench.metrics import PROB_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,8 +43,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from fbench.resolve import ResolvedRun
     from fbench.store import Run
 
-DATASET_FILE = "dataset.parquet"
-FINGERPRINT_KEY = "dataset_fingerprint"
 EXACT_PACKAGES = ("fbench", "torch", "timm")
 SHOWN_PACKAGES = ("fbench", "torch", "timm", "torchvision", "numpy", "opencv-contrib-python")
 DEFAULT_TOLERANCE = 0.01
@@ -73,53 +78,7 @@ def resolve_stored(run: Run, **changes: Any) -> ResolvedRun:
     return resolve(run_config(run).replace(**changes))
 
 
-# -- dataset fingerprints ----------------------------------------------------------------------
-
-def _resolved_paths(manifest: pd.DataFrame) -> list[str]:
-    from fbench.manifest import resolve_path
-
-    return [resolve_path(manifest, p) for p in manifest["path"]]
-
-
-def manifest_sha256(manifest: pd.DataFrame) -> str:
-    """SHA-256 of the rows that define a run's data (path as written in the manifest, label,
-    split, group, source, mask), order-free: the same dataset moved to another root hashes
-    the same."""
-    cols = ["path", "label", "split", "group", "source", "mask"]
-    lines = sorted("\t".join(str(v) for v in row)
-                   for row in manifest.reindex(columns=cols).fillna("").itertuples(index=False))
-    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def image_hashes(manifest: pd.DataFrame) -> pd.DataFrame:
-    """One row per image: ``path`` (as in the manifest), ``bytes``, ``sha256``."""
-    paths = _resolved_paths(manifest)
-    return pd.DataFrame({"path": manifest["path"].to_numpy(),
-                         "bytes": [os.path.getsize(p) for p in paths],
-                         "sha256": [file_sha256(p) for p in paths]})
-
-
-def record_dataset(run_dir: str | Path, manifest: pd.DataFrame) -> dict[str, Any]:
-    """Write ``dataset.parquet`` (every image's hash) into a run directory and return the
-    fingerprint to store as ``config["dataset_fingerprint"]``: what :func:`reproduce` checks
-    the data against. Meant to be called by the engine when a run starts."""
-    from fbench.store import write_parquet
-
-    hashes = image_hashes(manifest)
-    write_parquet(Path(run_dir) / DATASET_FILE, hashes)
-    combined = hashlib.sha256("\n".join(sorted(hashes["path"] + "\t" + hashes["sha256"]))
-                              .encode("utf-8", "surrogateescape")).hexdigest()
-    return {"manifest_sha256": manifest_sha256(manifest), "images_sha256": combined,
-            "n_images": len(hashes), "file": DATASET_FILE}
-
+# -- dataset fingerprints: fbench.fingerprint writes them, reproduce checks them ------------------
 
 def _split_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
     counts = manifest.groupby(["split", "label"]).size().unstack(fill_value=0)
@@ -171,7 +130,7 @@ def dataset_differences(run: Run, manifest: pd.DataFrame) -> pd.DataFrame:
 def _image_hash_differences(stored: pd.DataFrame, manifest: pd.DataFrame) -> list[dict]:
     stored_hash = dict(zip(stored["path"], stored["sha256"], strict=True))
     out = []
-    for rel, full in zip(manifest["path"], _resolved_paths(manifest), strict=True):
+    for rel, full in zip(manifest["path"], resolved_paths(manifest), strict=True):
         before = stored_hash.get(rel)
         if before is None:
             out.append({"check": "image hash", "item": full, "stored": "absent",
@@ -192,7 +151,7 @@ def _image_time_differences(run: Run, manifest: pd.DataFrame) -> list[dict]:
     if started is None:
         return []
     out = []
-    for full in _resolved_paths(manifest):
+    for full in resolved_paths(manifest):
         mtime = os.path.getmtime(full)
         if mtime > float(started):
             when = dt.datetime.fromtimestamp(mtime).isoformat(timespec="seconds")
