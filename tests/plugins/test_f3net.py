@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from detector_helpers import make_batch, n_params
 from scipy.fft import dctn
 
 import fbench
-from fbench import Batch, FbenchError
+from fbench import FbenchError
 from fbench_f3net.fad import FADHead, band_masks
 from fbench_f3net.lfs import LFSHead
 from fbench_f3net.mixblock import MixBlock
@@ -27,16 +28,6 @@ THESIS_PARAMS = {"xception": 14.35, "fad": 14.55, "lfs": 14.35, "both": 28.92, "
                  "mix-seg": 35.17}
 
 
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def make_batch(size: int, n: int = 2, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(images=torch.randn(n, 3, size, size, generator=g),
-                 labels=torch.arange(n) % 3,
-                 masks=(torch.rand(n, 1, size, size, generator=g) > 0.5).float(),
-                 has_mask=torch.ones(n, dtype=torch.bool))
 
 
 def test_registration_and_ablation_group():

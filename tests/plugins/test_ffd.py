@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from detector_helpers import make_batch, n_params
 
 import fbench
-from fbench import Batch, FbenchError
+from fbench import FbenchError
 from fbench.cli import cli
 from fbench.registry import get_registry, registered
 from fbench_ffd.attention import RegressionMap, full_map_loss, weak_map_loss
@@ -23,16 +24,6 @@ from fbench_ffd.model import parse_attention_after
 ATTENTION_PARAMS = 728 * 9 + 728 + 1  # depthwise 3×3, pointwise 728 → 1, its bias
 
 
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def make_batch(size: int, n: int = 2, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(images=torch.randn(n, 3, size, size, generator=g),
-                 labels=torch.arange(n) % 3,
-                 masks=(torch.rand(n, 1, size, size, generator=g) > 0.5).float(),
-                 has_mask=torch.ones(n, dtype=torch.bool))
 
 
 def test_spec_declares_masks_and_the_thesis_input():

@@ -12,10 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from detector_helpers import make_batch, n_params
 from torch import nn
 
 import fbench
-from fbench import Batch, DatasetSpec, FbenchError, hookimpl
+from fbench import DatasetSpec, FbenchError, hookimpl
 from fbench_f3net.seg import dice_loss
 from fbench_graftnet.graft import GraftAttention, resample
 
@@ -24,16 +25,6 @@ THESIS_PARAMS_M = 3.14
 """The thesis's count for both variants (trainable parameters, 224 px, 3 classes)."""
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def make_batch(size: int, n: int = 2, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(images=torch.randn(n, 3, size, size, generator=g),
-                 labels=torch.arange(n) % 3,
-                 masks=(torch.rand(n, 1, size, size, generator=g) > 0.5).float(),
-                 has_mask=torch.ones(n, dtype=torch.bool))
 
 
 def test_registration_and_ablation_group():

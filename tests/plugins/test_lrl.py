@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from detector_helpers import make_batch, n_params
 from scipy.fft import dctn, idctn
 
 import fbench
-from fbench import Batch, FbenchError
+from fbench import FbenchError
 from fbench.cli import cli
 from fbench.registry import get_registry, registered
 from fbench_lrl.highpass import HighPassDCT, highpass_mask
@@ -35,16 +36,6 @@ MASK = torch.tensor([[1.0, 1.0, 0.0, 0.0],
                      [0.0, 0.0, 0.0, 0.0]]).view(1, 1, 4, 4)
 
 
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def make_batch(size: int, n: int = 2, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(images=torch.randn(n, 3, size, size, generator=g),
-                 labels=torch.arange(n) % 3,
-                 masks=(torch.rand(n, 1, size, size, generator=g) > 0.5).float(),
-                 has_mask=torch.ones(n, dtype=torch.bool))
 
 
 def test_spec_declares_masks():
