@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from tiny import tiny_cnn
+from tiny import tiny_plugin
 
 import fbench
 from fbench import FbenchError
@@ -37,15 +37,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:run .* collapsed:UserWarning")
 DATASET_OPTIONS = {"n_per_class": 30, "image_size": 32}
 
 
-def _tiny(num_classes: int = 3):
-    return tiny_cnn(num_classes, width=4, depth=2)
-
-
-class TinyPlugin:
-    @fbench.hookimpl
-    def register_detectors(self, register):
-        register(fbench.DetectorSpec(name="repro-tiny", summary="t", factory=_tiny,
-                                     input_size=32))
 
 
 def _train(tmp_path_factory, detector: str, epochs: int = 1):
@@ -63,7 +54,7 @@ def resnet_run(tmp_path_factory, module_env):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, module_env):
-    with registered(TinyPlugin(), name="tiny"):
+    with registered(tiny_plugin("repro-tiny", depth=2), name="tiny"):
         return _train(tmp_path_factory, "repro-tiny", epochs=3)
 
 
@@ -168,7 +159,7 @@ def test_a_moved_metric_fails_and_is_named(tiny_run, tmp_path):
     ev = preds["split"] == "eval"
     preds.loc[ev, "pred"] = (preds.loc[ev, "label"] + 1) % 3  # every eval image wrong
     preds.to_parquet(copy / "predictions.parquet", index=False)
-    with registered(TinyPlugin(), name="tiny"):
+    with registered(tiny_plugin("repro-tiny", depth=2), name="tiny"):
         res = CliRunner().invoke(cli, ["reproduce", str(copy), "--out", str(tmp_path / "r"),
                                        "--no-progress"], env={"COLUMNS": "200"})
     assert res.exit_code == 1, res.output
@@ -178,14 +169,15 @@ def test_a_moved_metric_fails_and_is_named(tiny_run, tmp_path):
 
 
 def test_force_retrains_on_changed_data_and_relaxes_the_tolerance(tiny_run, tmp_path):
-    with registered(TinyPlugin(), name="tiny"), changed_image(_train_image(tiny_run)):
+    with registered(tiny_plugin("repro-tiny", depth=2), name="tiny"), \
+            changed_image(_train_image(tiny_run)):
         result = reproduce(tiny_run, out=tmp_path / "forced", force=True)
     assert result.forced and result.rerun is not None and len(result.data) == 1
     assert not result.exact_expected and result.tolerance == DEFAULT_TOLERANCE
 
 
 def test_epochs_from_run_trains_up_to_the_selected_epoch(tiny_run, tmp_path):
-    with registered(TinyPlugin(), name="tiny"):
+    with registered(tiny_plugin("repro-tiny", depth=2), name="tiny"):
         result = reproduce(tiny_run, out=tmp_path / "short", epochs_from_run=True)
     assert result.ok, result.verdict()
     selected = tiny_run.summary["selected_epoch"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from tiny import tiny_cnn
+from tiny import tiny_plugin
 
 import fbench
 from fbench import FbenchError
@@ -31,15 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:run .* collapsed:UserWarning")
 DATASET_OPTIONS = {"n_per_class": 30, "image_size": 32}
 
 
-def _tiny(num_classes: int = 3):
-    return tiny_cnn(num_classes, width=4, depth=2)
-
-
-class TinyPlugin:
-    @fbench.hookimpl
-    def register_detectors(self, register):
-        register(fbench.DetectorSpec(name="robust-tiny", summary="t", factory=_tiny,
-                                     input_size=32))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +40,7 @@ def runs(tmp_path_factory, module_env):
     out = tmp_path_factory.mktemp("runs")
     settings = {"dataset": "synthetic", "epochs": 1, "input_size": 32, "batch_size": 32,
                 "dataset_options": DATASET_OPTIONS, "out": str(out)}
-    with registered(TinyPlugin(), name="tiny"):
+    with registered(tiny_plugin("robust-tiny", depth=2), name="tiny"):
         return [fbench.run(detector="resnet18", **settings),
                 fbench.run(detector="robust-tiny", **settings)]
 
@@ -112,7 +103,7 @@ def test_writes_predictions_table_and_plot(runs, tmp_path):
 
 
 def test_seeded_noise_gives_the_same_predictions_twice(runs, tmp_path):
-    with registered(TinyPlugin(), name="tiny"):
+    with registered(tiny_plugin("robust-tiny", depth=2), name="tiny"):
         a, b, c = (pd.read_parquet(robustness([runs[1]], ["noise:0.2"], tmp_path / str(seed),
                                               seed=seed)["predictions"])
                    for seed in (5, 5, 6))
@@ -123,7 +114,7 @@ def test_seeded_noise_gives_the_same_predictions_twice(runs, tmp_path):
 
 def test_cli_compares_several_runs_in_one_plot(runs, tmp_path):
     out = tmp_path / "cmp"
-    with registered(TinyPlugin(), name="tiny"):
+    with registered(tiny_plugin("robust-tiny", depth=2), name="tiny"):
         res = CliRunner().invoke(cli, ["robustness", str(runs[0].path), str(runs[1].path),
                                        "--perturb", "jpeg:80,20", "-p", "resize:0.5", "-o",
                                        str(out), "--no-progress"], env={"COLUMNS": "120"})

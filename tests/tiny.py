@@ -13,3 +13,18 @@ def tiny_cnn(num_classes: int = 3, width: int = 4, depth: int = 1):
         channels = width
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(width, num_classes))
+
+
+def tiny_plugin(name: str, input_size: int = 32, width: int = 4, depth: int = 1):
+    """A plugin object that registers one tiny_cnn detector called ``name`` (register it with
+    ``fbench.registered(tiny_plugin(...))`` for a test's duration)."""
+    import fbench
+
+    class TinyPlugin:
+        @fbench.hookimpl
+        def register_detectors(self, register):
+            register(fbench.DetectorSpec(
+                name=name, summary="a tiny test CNN", input_size=input_size,
+                factory=lambda num_classes=3: tiny_cnn(num_classes, width, depth)))
+
+    return TinyPlugin()
