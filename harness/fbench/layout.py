@@ -22,11 +22,12 @@ TRAIT_TITLES = {"backbone": "backbone", "head": "head", "fusion": "feature fusio
 def _spec(detector: str) -> DetectorSpec | None:
     """The detector's spec, or None when its plugin is no longer installed (the table still
     shows the stored numbers, with unknown traits)."""
+    from fbench.errors import UnknownNameError
     from fbench.registry import get_registry
 
     try:
         return get_registry().get("detector", detector)
-    except Exception:  # an uninstalled plugin must not hide the runs it made
+    except UnknownNameError:  # an uninstalled plugin must not hide the runs it made
         return None
 
 
