@@ -50,10 +50,16 @@ def read_image(path: str, size: int | None = None) -> np.ndarray:
         raise FbenchError(f"image {path} {reason}.",
                           "replace or remove the file, or rebuild the dataset.")
     img = to_uint8_rgb(img, path)
-    if size is not None and img.shape[:2] != (size, size):
-        interp = cv2.INTER_AREA if min(img.shape[:2]) > size else cv2.INTER_LINEAR
-        img = cv2.resize(img, (size, size), interpolation=interp)
-    return img
+    return img if size is None else resize_square(img, size)
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """``size`` x ``size``: area interpolation when shrinking, linear when growing. Training,
+    evaluation and ``fbench predict`` all resize through here, so they see the same pixels."""
+    if img.shape[:2] == (size, size):
+        return img
+    interp = cv2.INTER_AREA if min(img.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
 
 
 def read_mask(path: str, size: int) -> np.ndarray:

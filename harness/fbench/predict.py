@@ -192,17 +192,6 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
         raise FbenchError(exc.problem.removeprefix("array: ")) from None
 
 
-def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize to ``size`` x ``size`` exactly as :func:`fbench.data.read_image` does for
-    training (area when shrinking, linear when growing)."""
-    import cv2
-
-    if img.shape[:2] == (size, size):
-        return img
-    interp = cv2.INTER_AREA if min(img.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
-
-
 def val_threshold(run: Run) -> float:
     """The forged-score threshold the run chose on validation, recomputed from its stored val
     predictions (the same rule as :func:`fbench.metrics.metrics_from_predictions`)."""
@@ -273,6 +262,7 @@ def predict(run: Run | str | os.PathLike, inputs: Any, *, threshold: str | float
     import torch
 
     from fbench.batch import Batch
+    from fbench.data import resize_square
     from fbench.engine import resolve_device
     from fbench.registry import get_registry
     from fbench.store import Run, load_run
