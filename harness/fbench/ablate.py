@@ -15,12 +15,6 @@ from fbench.errors import FbenchError
 from fbench.registry import get_registry
 from fbench.specs import AblationSpec
 
-# The settings that make two runs "the same experiment" (not where they were stored).
-IDENTITY_KEYS = ("detector", "dataset", "transform", "epochs", "batch_size", "lr",
-                 "weight_decay", "optimizer", "seed", "precision", "input_size",
-                 "val_fraction", "data_root", "options", "dataset_options",
-                 "transform_options")
-
 
 def resolve_variants(names: Sequence[str], family: str | None = None
                      ) -> tuple[AblationSpec | None, list[tuple[str, str]]]:
@@ -58,12 +52,11 @@ def resolve_variants(names: Sequence[str], family: str | None = None
     return chosen, out
 
 
-def identity(config: dict[str, Any]) -> str:
-    return json.dumps({k: config.get(k) for k in IDENTITY_KEYS}, sort_keys=True, default=str)
-
-
 def find_stored_run(out: str | Path, config: dict[str, Any]) -> Path | None:
-    """A completed run under ``out`` with the same identity, newest first."""
+    """A completed run under ``out`` with the same configuration and seed
+    (:func:`fbench.tables.run_identity`), newest first."""
+    from fbench.tables import run_identity as identity
+
     want = identity(config)
     candidates = sorted(Path(out).glob("*/config.json"), reverse=True)
     for cfg_file in candidates:
@@ -78,8 +71,10 @@ def find_stored_run(out: str | Path, config: dict[str, Any]) -> Path | None:
 
 def ablate(variants: Sequence[tuple[str, str]], base: RunConfig, seeds: Sequence[int],
            reuse: bool = True, transforms: Sequence[str] | None = None,
-           console: Any = None, progress: bool = True) -> pd.DataFrame:
-    """Run (or reuse) every variant × transform × seed; returns one row per run."""
+           console: Any = None, progress: bool = True,
+           checkpoint: str = "selected") -> pd.DataFrame:
+    """Run (or reuse) every variant × transform × seed; returns one row per run, from the
+    ``checkpoint`` selected on validation or the ``last`` epoch's."""
     from fbench.engine import train_and_evaluate
     from fbench.resolve import resolve
     from fbench.store import load_run
@@ -91,7 +86,8 @@ def ablate(variants: Sequence[tuple[str, str]], base: RunConfig, seeds: Sequence
             for seed in seeds:
                 cfg = base.replace(detector=detector, seed=seed, transform=transform)
                 resolved = resolve(cfg)
-                stored = resolved.stored_config()
+                stored = resolved.stored_config(
+                    dataset_fingerprint=resolved.dataset_identity())
                 run_dir = find_stored_run(cfg.out, stored) if reuse else None
                 if run_dir is not None:
                     if console:
@@ -101,7 +97,7 @@ def ablate(variants: Sequence[tuple[str, str]], base: RunConfig, seeds: Sequence
                         console.print(f"[bold]{label}[/] (seed {seed}, transform "
                                       f"{resolved.config.transform}): training")
                     run_dir = train_and_evaluate(resolved, console=console, progress=progress)
-                row = run_row(load_run(run_dir))
+                row = run_row(load_run(run_dir), checkpoint)
                 row["variant"] = label
                 rows.append(row)
     return pd.DataFrame(rows)

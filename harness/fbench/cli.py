@@ -84,6 +84,16 @@ def cli() -> None:
 @click.option("--input-size", type=click.IntRange(min=8),
               help="Side of the square model input; default: the detector's, but never above "
               "the dataset's native size.")
+@click.option("--resample", type=click.Choice(["bilinear", "area"]),
+              help="How images are resized to the input size: antialiased bilinear (as "
+              "torchvision and the thesis) or OpenCV area. [default: bilinear]")
+@click.option("--protocol",
+              help="fbench (these defaults and the detector's preferences) or a published "
+              "training recipe the detector declares, e.g. thesis (Adam, the thesis's lr and "
+              "batch, 30 epochs, 224 px); flags given here still win. [default: fbench]")
+@click.option("--tf32", is_flag=True,
+              help="Allow TF32 convolutions/matmuls on CUDA (faster, less exact; off by "
+              "default because it moves small spectral features).")
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Directory that receives the run directory. [default: runs]")
 @click.option("--data-root", type=click.Path(path_type=Path),
@@ -114,7 +124,7 @@ def cli() -> None:
               "(model, optimizer, RNG streams, best so far), with its stored settings.")
 def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tuple[str, ...],
             transform_option: tuple[str, ...], no_progress: bool, skip_audit: bool,
-            skip_bad: bool, resume: Path | None, **flags: Any) -> None:
+            skip_bad: bool, tf32: bool, resume: Path | None, **flags: Any) -> None:
     """Train a detector on a dataset, select the best epoch on validation, evaluate it on the
     eval split and store the run (config, metrics, predictions, checkpoints).
 
@@ -129,7 +139,7 @@ def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tup
         given = [k for k, v in flags.items() if v is not None] + [
             n for n, v in (("--set", set_), ("--dataset-option", dataset_option),
                            ("--transform-option", transform_option),
-                           ("--config", config_file)) if v]
+                           ("--config", config_file), ("--tf32", tf32)) if v]
         if given:
             raise FbenchError(f"--resume continues a run with its stored settings; "
                               f"{', '.join(given)} cannot change them.",
@@ -147,6 +157,8 @@ def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tup
         data["audit"] = False
     if skip_bad:
         data["skip_bad"] = True
+    if tf32:
+        data["tf32"] = True
     data["options"] = {**data["options"], **parse_assignments(set_, "--set")}
     data["dataset_options"] = {**data["dataset_options"],
                                **parse_assignments(dataset_option, "--dataset-option")}
@@ -170,7 +182,9 @@ def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tup
     console.print(f"[bold]{c.detector}[/] on [bold]{c.dataset}[/] (transform {c.transform}, "
                   f"{resolved.input_size}px): train {counts.get('train', 0)}, "
                   f"val {counts.get('val', 0)}, eval {counts.get('eval', 0)} images; "
-                  f"{c.epochs} epochs, batch {c.batch_size}, lr {c.lr:g}, seed {c.seed}")
+                  f"{c.epochs} epochs, batch {c.batch_size}, lr {c.lr:g}, seed {c.seed}; "
+                  f"protocol {c.protocol}, {c.resample} resize"
+                  + (", TF32 allowed" if c.tf32 else ""))
     run_dir = train_and_evaluate(resolved, console=console, progress=not no_progress)
     _finish(run_dir)
 
@@ -315,6 +329,12 @@ def plugins_cmd() -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
               show_default=True)
+@click.option("--resample", type=click.Choice(["bilinear", "area"]), default="bilinear",
+              show_default=True, help="How images are resized (see fbench run --help).")
+@click.option("--protocol", default="fbench", show_default=True,
+              help="Training recipe for every variant (fbench, or thesis: the thesis's own).")
+@click.option("--checkpoint", type=click.Choice(["selected", "last"]), default="selected",
+              show_default=True, help="Table the epoch selected on validation, or the last.")
 @click.option("--data-root", type=click.Path(path_type=Path))
 @click.option("--dataset-option", multiple=True, metavar="KEY=VALUE")
 @click.option("--set", "set_", multiple=True, metavar="KEY=VALUE",
@@ -327,7 +347,8 @@ def plugins_cmd() -> None:
 def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detector: str | None,
                transforms: str | None, seeds: int, seed: int, reuse: bool,
                data_root: Path | None, dataset_option: tuple[str, ...], set_: tuple[str, ...],
-               out: Path, output: Path | None, no_progress: bool, **settings: Any) -> None:
+               out: Path, output: Path | None, no_progress: bool, checkpoint: str,
+               **settings: Any) -> None:
     """Run an ablation and write its table.
 
     \b
@@ -363,7 +384,8 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
     prepare_out_dir(out)
     console = _console(stderr=True)
     rows = ablate(variants, base, [seed + i for i in range(seeds)], reuse=reuse,
-                  transforms=tf_list, console=console, progress=not no_progress)
+                  transforms=tf_list, console=console, progress=not no_progress,
+                  checkpoint=checkpoint)
     text = ablation_markdown(rows, spec, command_line())
     target = output or out / f"ablation-{get_name}-{dataset}.md"
     with atomic_path(target) as tmp:
@@ -385,8 +407,12 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
 @click.option("--layout", type=click.Choice(["standard", "thesis"]), default="standard",
               show_default=True, help="thesis: the thesis's final-table layout (backbone, head, "
               "fusion, multi-task, ACC, F1, Dice, params) with its numbers as reference.")
+@click.option("--checkpoint", type=click.Choice(["selected", "last"]), default="selected",
+              show_default=True, help="Each run's model selected on validation, or its last "
+              "epoch's (both are stored).")
 def leaderboard_cmd(runs_dir: Path, dataset: str | None, fmt: str, output: Path | None,
-                    compare: tuple[Path, Path] | None, resamples: int, layout: str) -> None:
+                    compare: tuple[Path, Path] | None, resamples: int, layout: str,
+                    checkpoint: str) -> None:
     """One row per configuration, sorted by macro-F1, recomputed from stored predictions."""
     from fbench.leaderboard import bootstrap_difference, completed_runs, leaderboard, render
     from fbench.store import atomic_path, load_run
@@ -401,7 +427,7 @@ def leaderboard_cmd(runs_dir: Path, dataset: str | None, fmt: str, output: Path 
     if not runs_dir.is_dir():
         raise FbenchError(f"runs directory {runs_dir} does not exist.", "pass --runs DIR.")
     runs = completed_runs(runs_dir)
-    board = leaderboard(runs, dataset)
+    board = leaderboard(runs, dataset, checkpoint)
     if board.empty:
         raise FbenchError(f"no completed runs in {runs_dir}"
                           + (f" on dataset {dataset!r}" if dataset else "") + ".")
@@ -413,7 +439,7 @@ def leaderboard_cmd(runs_dir: Path, dataset: str | None, fmt: str, output: Path 
         from fbench.layout import layout_markdown
         from fbench.tables import run_row
 
-        rows = pd.DataFrame([run_row(r) for r in runs
+        rows = pd.DataFrame([run_row(r, checkpoint) for r in runs
                              if dataset is None or r.config["dataset"] == dataset])
         text = layout_markdown(rows, command_line(), by="detector")
     else:

@@ -21,7 +21,13 @@ DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 64, "lr": 1e-3}
 class RunConfig:
     """Every setting of a run. ``options`` go to the detector's factory (``--set``),
     ``dataset_options`` to the dataset's (``--dataset-option``), ``transform_options`` to the
-    transform's (``--transform-option``)."""
+    transform's (``--transform-option``).
+
+    ``tf32``: allow TensorFloat-32 convolutions and matmuls on CUDA (off by default: TF32
+    measurably moves LFS's log-DCT bands). ``resample``: how images are resized to the input
+    size (see :data:`fbench.data.RESAMPLERS`). ``protocol``: ``fbench`` (the settings here and
+    the detector's preferences) or a published training recipe the detector declares in
+    ``DetectorSpec.protocols`` (``thesis``), applied under any flag the user gives."""
 
     detector: str = "resnet18"
     dataset: str = "synthetic"
@@ -34,7 +40,10 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    tf32: bool = False
     input_size: int | None = None
+    resample: str = "bilinear"
+    protocol: str = "fbench"
     val_fraction: float = 0.1
     workers: int = 0
     cache_images: bool | None = None

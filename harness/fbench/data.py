@@ -1,5 +1,11 @@
 """Decoding manifest rows into batches: OpenCV decode, resize to the detector's input size.
 
+The resize is antialiased bilinear by default (PIL's, which torchvision's
+``resize(antialias=True)`` and the thesis's pipeline match within one grey level); OpenCV's
+``INTER_AREA`` stays available as ``area``. The resampler matters for forgery detection: the
+sources have class-dependent native sizes, and the resampler decides how much of their
+high-frequency content survives, which is the very cue frequency detectors learn.
+
 Images reach the engine as uint8 ``[B, 3, S, S]``; the transform (on the model's device) turns
 them into model input. Masks follow the thesis convention when a row has no mask file: all-zero
 for real images, all-one for generated images; an edited image without a mask is marked
@@ -42,7 +48,27 @@ def to_uint8_rgb(img: np.ndarray, path: str = "<array>") -> np.ndarray:
     raise FbenchError(f"{path}: unsupported image shape {img.shape}.")
 
 
-def read_image(path: str, size: int | None = None) -> np.ndarray:
+RESAMPLERS = ("bilinear", "area")
+"""How images are resized to the model input: ``bilinear`` (antialiased, the default) or
+``area`` (OpenCV INTER_AREA, fbench's only resampler before it became a setting)."""
+LEGACY_RESAMPLER = "area"
+"""The resampler of runs stored before the resampler was recorded."""
+
+
+def stored_resampler(config: dict[str, Any]) -> str:
+    """The resampler a stored run was trained with (``area`` for runs older than the
+    setting), so predictions on new images see the pixels the model was trained on."""
+    return str(config.get("resample", LEGACY_RESAMPLER))
+
+
+def check_resampler(name: str) -> str:
+    if name not in RESAMPLERS:
+        raise FbenchError(f"unknown resampler {name!r}.",
+                          f"use one of: {', '.join(RESAMPLERS)}.")
+    return name
+
+
+def read_image(path: str, size: int | None = None, resample: str = "bilinear") -> np.ndarray:
     """Decode an image file as uint8 RGB, optionally resized to ``size`` x ``size``."""
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED) if os.path.isfile(path) else None
     if img is None:
@@ -50,14 +76,24 @@ def read_image(path: str, size: int | None = None) -> np.ndarray:
         raise FbenchError(f"image {path} {reason}.",
                           "replace or remove the file, or rebuild the dataset.")
     img = to_uint8_rgb(img, path)
-    return img if size is None else resize_square(img, size)
+    return img if size is None else resize_square(img, size, resample)
 
 
-def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    """``size`` x ``size``: area interpolation when shrinking, linear when growing. Training,
-    evaluation and ``fbench predict`` all resize through here, so they see the same pixels."""
+def resize_square(img: np.ndarray, size: int, resample: str = "bilinear") -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` to ``size`` x ``size``. Training, evaluation and
+    ``fbench predict`` all resize through here, so they see the same pixels.
+
+    ``bilinear``: PIL's bilinear filter, whose support widens with the scale factor when
+    shrinking (antialiased, like torchvision's ``resize(antialias=True)``); ``area``: OpenCV
+    INTER_AREA when shrinking, INTER_LINEAR when growing."""
     if img.shape[:2] == (size, size):
         return img
+    if resample == "bilinear":
+        from PIL import Image
+
+        return np.array(Image.fromarray(np.ascontiguousarray(img))
+                          .resize((size, size), Image.Resampling.BILINEAR))
+    check_resampler(resample)
     interp = cv2.INTER_AREA if min(img.shape[:2]) > size else cv2.INTER_LINEAR
     return cv2.resize(img, (size, size), interpolation=interp)
 
@@ -78,7 +114,7 @@ class ManifestDataset(Dataset):
     ``landmarks_found``, attached by :mod:`fbench.landmarks` for detectors that need them)."""
 
     def __init__(self, manifest: pd.DataFrame, input_size: int, with_masks: bool = False,
-                 cache: bool = False) -> None:
+                 cache: bool = False, resample: str = "bilinear") -> None:
         self.manifest = manifest
         # the manifest row of each sample, so predictions can be joined back to their rows
         self.row_ids = manifest.index.to_numpy()
@@ -86,6 +122,7 @@ class ManifestDataset(Dataset):
         self.mask_paths = [resolve_path(manifest, p) if p else "" for p in manifest["mask"]]
         self.labels = manifest["label"].to_numpy(dtype=np.int64)
         self.input_size = int(input_size)
+        self.resample = check_resampler(resample)
         self.with_masks = with_masks
         self.landmarks: np.ndarray | None = None  # [N, K, 2] float32 in [0, 1]
         self.landmarks_found: np.ndarray | None = None  # [N] bool
@@ -99,8 +136,9 @@ class ManifestDataset(Dataset):
 
     def _load(self, i: int) -> dict[str, Any]:
         s = self.input_size
+        image = read_image(self.paths[i], s, self.resample)
         sample: dict[str, Any] = {
-            "image": torch.from_numpy(read_image(self.paths[i], s)).permute(2, 0, 1).contiguous(),
+            "image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
             "label": int(self.labels[i]),
             "index": i,
         }

@@ -69,6 +69,20 @@ def prepare_batch(batch: Batch, transform: torch.nn.Module, device: torch.device
     return batch
 
 
+@contextlib.contextmanager
+def tf32_mode(enabled: bool) -> Any:
+    """Allow TensorFloat-32 in CUDA convolutions and matmuls only when asked: PyTorch lets
+    cuDNN use TF32 by default, which moves small spectral features (LFS's log-DCT bands)
+    measurably. Restores the process's previous flags afterwards."""
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -155,7 +169,8 @@ def build_loaders(r: ResolvedRun, device: torch.device,
 
     def loader(split: str, shuffle: bool) -> DataLoader:
         rows = r.manifest[r.manifest["split"] == split]
-        ds = ManifestDataset(rows, size, with_masks=with_masks, cache=cache)
+        ds = ManifestDataset(rows, size, with_masks=with_masks, cache=cache,
+                             resample=cfg.resample)
         sampler = None
         if ctx.enabled:
             from torch.utils.data.distributed import DistributedSampler
@@ -285,6 +300,29 @@ def _resume_state(run_dir: Path) -> dict[str, Any]:
 
 def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
                        progress: bool = True, resume: str | Path | None = None) -> Path:
+    """Run one resolved configuration end to end; returns the run directory (see
+    :func:`_train_and_evaluate`). TF32 is allowed on CUDA only when the run asks for it."""
+    with tf32_mode(r.config.tf32):
+        return _train_and_evaluate(r, console, progress, resume)
+
+
+def parameter_counts(r: ResolvedRun, model: torch.nn.Module) -> dict[str, Any]:
+    """The model's parameters at the run's input size and, for a detector whose size depends
+    on the input (a FAD head's filters are N x N), at 224 px, the size the thesis's (and most
+    papers') counts refer to."""
+    n = count_parameters(model)
+    if not r.size_dependent():
+        return {"n_parameters": n, "parameters_counted_at": None}
+    if r.input_size == 224:
+        n224 = n
+    else:
+        with torch.random.fork_rng(devices=[]):  # counting must not move the run's RNG
+            n224 = count_parameters(r.build_model(224))
+    return {"n_parameters": n, "parameters_counted_at": r.input_size, "n_parameters_224": n224}
+
+
+def _train_and_evaluate(r: ResolvedRun, console: Console | None = None,
+                        progress: bool = True, resume: str | Path | None = None) -> Path:
     """Run one resolved configuration end to end; returns the run directory.
 
     ``resume``: a run directory whose ``last.pt`` (written after each epoch with the model,
@@ -323,15 +361,19 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
     resume_state = _resume_state(Path(resume)) if resume is not None else None
     run_dir = _open_run_dir(r, Path(resume) if resume else None, ctx)
     main = ctx.is_main
-    resolved = r.stored_config(n_parameters=count_parameters(model), device=str(device),
+    resolved = r.stored_config(**parameter_counts(r, model), device=str(device),
                                world_size=ctx.world_size)
     started = time.time()
+    resolved["warnings"] = r.warnings()
+    for line in resolved["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {line}")
     if main:
         if resume_state is None:
             from fbench.fingerprint import record_dataset
 
             # every image's hash, so `fbench reproduce` can tell whether the data changed
-            resolved["dataset_fingerprint"] = record_dataset(run_dir, r.manifest)
+            resolved["dataset_fingerprint"] = record_dataset(run_dir, r.manifest,
+                                                             r.image_hashes())
             store.write_json(run_dir / "config.json", resolved)
             store.write_json(run_dir / "environment.json", describe_environment(device))
         store.write_json(run_dir / "status.json", {
@@ -396,25 +438,27 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
                     f"{row['train_images_per_s']:.0f} img/s"
                 )
 
+            # the last epoch's model too, so tables can show it beside the selected one
+            # (selection on validation is fbench's choice; the last epoch is what a fixed
+            # schedule without selection reports)
+            last_epoch = int(epochs[-1]["epoch"]) if epochs else 0
             best = load_checkpoint(run_dir / "checkpoints" / "best.pt", device)
+            last_preds = None
+            if int(best["epoch"]) != last_epoch:
+                last_preds = _evaluate(r, model, transform, loaders, device, bar, ctx)
             model.load_state_dict(best["model"])
             transform.load_state_dict(best["transform"])
-            val = predict(model, transform, loaders.val, device, cfg.precision, bar, "validate",
-                          ctx)
-            ev = predict(model, transform, loaders.eval, device, cfg.precision, bar, "evaluate",
-                         ctx)
+            preds = _evaluate(r, model, transform, loaders, device, bar, ctx)
+            last_preds = preds if last_preds is None else last_preds
         if not main:
             barrier(ctx)
             return run_dir
-        preds = pd.concat([_predictions_frame(r, loaders.val, val, "val"),
-                           _predictions_frame(r, loaders.eval, ev, "eval")], ignore_index=True)
-        store.write_parquet(run_dir / "predictions.parquet", preds)
-
-        vrows = preds[preds["split"] == "val"]
-        threshold = choose_threshold((vrows["label"].to_numpy() != 0).astype(int),
-                                     forged_score(vrows[list(PROB_COLUMNS)].to_numpy()))
+        store.write_parquet(run_dir / store.PREDICTIONS, preds)
+        store.write_parquet(run_dir / store.LAST_PREDICTIONS, last_preds)
         from fbench.metrics import metrics_from_predictions
 
+        threshold = _val_threshold(preds)
+        last_threshold = _val_threshold(last_preds)
         summary = {
             "run_id": run_dir.name,
             "detector": cfg.detector, "dataset": cfg.dataset, "transform": cfg.transform,
@@ -425,6 +469,9 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
             "seconds": time.time() - started,
             "eval": metrics_from_predictions(preds, "eval", threshold),
             "val": metrics_from_predictions(preds, "val", threshold),
+            "last": {"epoch": last_epoch,
+                     "eval": metrics_from_predictions(last_preds, "eval", last_threshold),
+                     "val": metrics_from_predictions(last_preds, "val", last_threshold)},
         }
         if resume_state is not None:
             summary["resumed_after_epoch"] = int(resume_state["epoch"])
@@ -456,6 +503,23 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
             exc.problem = f"{exc.problem} (run {run_dir} marked {state})"
             exc.message = f"{exc.message} (run directory {run_dir} marked {state})"
         raise
+
+
+def _evaluate(r: ResolvedRun, model: Detector, transform: torch.nn.Module, loaders: Loaders,
+              device: torch.device, bar: Progress, ctx: DistContext) -> pd.DataFrame:
+    """The model's predictions on the val and eval splits, one frame (rank 0's is whole)."""
+    precision = r.config.precision
+    val = predict(model, transform, loaders.val, device, precision, bar, "validate", ctx)
+    ev = predict(model, transform, loaders.eval, device, precision, bar, "evaluate", ctx)
+    return pd.concat([_predictions_frame(r, loaders.val, val, "val"),
+                      _predictions_frame(r, loaders.eval, ev, "eval")], ignore_index=True)
+
+
+def _val_threshold(preds: pd.DataFrame) -> float:
+    """The real-vs-forged threshold chosen on the validation split."""
+    vrows = preds[preds["split"] == "val"]
+    return choose_threshold((vrows["label"].to_numpy() != 0).astype(int),
+                            forged_score(vrows[list(PROB_COLUMNS)].to_numpy()))
 
 
 def train_one_epoch(model: Detector, trained: torch.nn.Module, transform: torch.nn.Module,

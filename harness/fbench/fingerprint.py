@@ -41,15 +41,30 @@ def image_hashes(manifest: pd.DataFrame) -> pd.DataFrame:
                          "sha256": [file_sha256(p) for p in paths]})
 
 
-def record_dataset(run_dir: str | Path, manifest: pd.DataFrame) -> dict[str, Any]:
+def images_sha256(hashes: pd.DataFrame) -> str:
+    """One SHA-256 over every image's path and content hash, order-free."""
+    return hashlib.sha256("\n".join(sorted(hashes["path"] + "\t" + hashes["sha256"]))
+                          .encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def dataset_identity(manifest: pd.DataFrame, hashes: pd.DataFrame) -> dict[str, str]:
+    """The data part of "the same configuration": every image's content and the manifest's
+    rows with ``val`` counted as ``train`` (the validation carve moves with the seed, and
+    seeds of one configuration must still aggregate)."""
+    unsplit = manifest.assign(split=manifest["split"].replace({"val": "train"}))
+    return {"images_sha256": images_sha256(hashes), "rows_sha256": manifest_sha256(unsplit)}
+
+
+def record_dataset(run_dir: str | Path, manifest: pd.DataFrame,
+                   hashes: pd.DataFrame | None = None) -> dict[str, Any]:
     """Write ``dataset.parquet`` (every image's hash) into a run directory and return the
     fingerprint to store as ``config["dataset_fingerprint"]``: what ``fbench reproduce`` checks
-    the data against. Meant to be called by the engine when a run starts."""
+    the data against. Meant to be called by the engine when a run starts; ``hashes`` when
+    already computed (:func:`image_hashes`)."""
     from fbench.store import write_parquet
 
-    hashes = image_hashes(manifest)
+    hashes = image_hashes(manifest) if hashes is None else hashes
     write_parquet(Path(run_dir) / DATASET_FILE, hashes)
-    combined = hashlib.sha256("\n".join(sorted(hashes["path"] + "\t" + hashes["sha256"]))
-                              .encode("utf-8", "surrogateescape")).hexdigest()
-    return {"manifest_sha256": manifest_sha256(manifest), "images_sha256": combined,
-            "n_images": len(hashes), "file": DATASET_FILE}
+    return {"manifest_sha256": manifest_sha256(manifest), "images_sha256": images_sha256(hashes),
+            "n_images": len(hashes), "file": DATASET_FILE,
+            **dataset_identity(manifest, hashes)}

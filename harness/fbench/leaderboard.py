@@ -13,7 +13,7 @@ import pandas as pd
 
 from fbench.metrics import PROB_COLUMNS, compute_metrics
 from fbench.store import Run, load_run
-from fbench.tables import CONFIG_KEYS
+from fbench.tables import SHOWN_SETTINGS, configuration_key, parameters, setting
 
 
 def completed_runs(runs_dir: str | Path) -> list[Run]:
@@ -25,24 +25,28 @@ def completed_runs(runs_dir: str | Path) -> list[Run]:
     return out
 
 
-def run_record(run: Run) -> dict[str, Any]:
-    """A run's leaderboard numbers, recomputed from predictions.parquet."""
-    m = run.metrics("eval")
-    p = run.predictions
+def run_record(run: Run, checkpoint: str = "selected") -> dict[str, Any]:
+    """A run's leaderboard numbers, recomputed from its stored predictions of ``checkpoint``
+    (``selected`` on validation, or ``last`` epoch)."""
+    m = run.metrics("eval", checkpoint)
+    p = run.predictions_of(checkpoint)
     ev = p[p["split"] == "eval"]
+    params, counted_at = parameters(run.config)
     rec: dict[str, Any] = {
         "run": run.id,
-        "config": json.dumps({k: run.config.get(k) for k in CONFIG_KEYS}, sort_keys=True,
-                             default=str),
+        "config": configuration_key(run.config),
         **{k: run.config.get(k) for k in ("detector", "transform", "dataset", "seed")},
-        "params_m": run.config.get("n_parameters", 0) / 1e6,
+        "params_m": params, "params_at": counted_at,
+        "groups": (run.config.get("groups") or {}).get("origin", "recorded"),
+        **{f"setting:{k}": setting(run.config, k) for k in SHOWN_SETTINGS},
         "macro_f1": 100 * m["macro_f1"], "accuracy": 100 * m["accuracy"],
         "f1_real": 100 * m["f1_real"], "f1_generated": 100 * m["f1_generated"],
         "f1_edited": 100 * m["f1_edited"],
         "auc": None if m["auc_ovr"] is None else 100 * m["auc_ovr"],
         "dice": None if m.get("dice_edited") is None else 100 * m["dice_edited"],
         "images_per_s": (run.summary or {}).get("train_images_per_s"),
-        "selection": (run.summary or {}).get("selection", "val macro-F1"),
+        "selection": ((run.summary or {}).get("selection", "val macro-F1")
+                      if checkpoint == "selected" else "last epoch"),
         "collapsed": bool(m["collapsed"]),
     }
     # Per-source F1: a source holds one label, so its F1 is that class's F1 restricted to
@@ -59,9 +63,12 @@ def run_record(run: Run) -> dict[str, Any]:
     return rec
 
 
-def leaderboard(runs: Sequence[Run], dataset: str | None = None) -> pd.DataFrame:
-    """Rows per configuration, sorted by mean macro-F1 (descending)."""
-    records = [run_record(r) for r in runs if dataset is None or r.config["dataset"] == dataset]
+def leaderboard(runs: Sequence[Run], dataset: str | None = None,
+                checkpoint: str = "selected") -> pd.DataFrame:
+    """Rows per configuration (:func:`fbench.tables.configuration_key`), sorted by mean
+    macro-F1 (descending)."""
+    records = [run_record(r, checkpoint) for r in runs
+               if dataset is None or r.config["dataset"] == dataset]
     if not records:
         return pd.DataFrame()
     df = pd.DataFrame(records)
@@ -71,7 +78,9 @@ def leaderboard(runs: Sequence[Run], dataset: str | None = None) -> pd.DataFrame
     for _, part in df.groupby("config", sort=False):
         first = part.iloc[0]
         rec: dict[str, Any] = {k: first[k] for k in ("detector", "transform", "dataset",
-                                                     "params_m", "selection")}
+                                                     "params_m", "params_at", "selection",
+                                                     "groups")}
+        rec.update({k: first[k] for k in first.index if k.startswith("setting:")})
         rec["seeds"] = len(part)
         rec["runs"] = list(part["run"])
         rec["collapsed"] = int(part["collapsed"].sum())
@@ -110,12 +119,22 @@ def bootstrap_difference(a: Run, b: Run, n: int = 1000, seed: int = 0) -> dict[s
 def render(board: pd.DataFrame, fmt: str, command: str) -> str:
     """The leaderboard as markdown, csv or html, with how it was produced at its top."""
     from fbench import __version__
-    from fbench.tables import fmt_mean_std, to_markdown
+    from fbench.tables import (
+        differing_settings,
+        fmt_mean_std,
+        settings_cell,
+        table_notes,
+        to_markdown,
+    )
 
     if fmt == "csv":
         return board.drop(columns=["runs"]).to_csv(index=False)
     src_cols = [c for c in board.columns if c.startswith("src:") and not c.endswith("_std")]
-    header = ["#", "detector", "transform", "dataset", "macro-F1 %", "ACC %", "F1 real",
+    # settings that differ between rows get a column: rows are different experiments
+    shown = differing_settings(board)
+    n_left = 4 + bool(shown)
+    header = ["#", "detector", "transform", "dataset", *(["settings"] if shown else []),
+              "macro-F1 %", "ACC %", "F1 real",
               "F1 generated", "F1 edited", "AUC %", "Dice %",
               *[c.removeprefix("src:") for c in src_cols], "params (M)", "train img/s",
               "seeds", "selection", "collapsed"]
@@ -124,6 +143,7 @@ def render(board: pd.DataFrame, fmt: str, command: str) -> str:
         s = r["seeds"]
         rows.append([
             i + 1, r["detector"], r["transform"], r["dataset"],
+            *([settings_cell(r, shown)] if shown else []),
             *[fmt_mean_std(r[c], r[f"{c}_std"], s) for c in
               ("macro_f1", "accuracy", "f1_real", "f1_generated", "f1_edited", "auc", "dice")],
             *[fmt_mean_std(r[c], r[f"{c}_std"], s, 1) for c in src_cols],
@@ -137,4 +157,6 @@ def render(board: pd.DataFrame, fmt: str, command: str) -> str:
     if fmt == "html":
         frame = pd.DataFrame(rows, columns=header)
         return f"<!-- regenerate with: {command} -->\n" + frame.to_html(index=False)
-    return head + to_markdown(header, rows, [False] * 4 + [True] * (len(header) - 4))
+    notes = "".join(f"\n{n}\n" for n in table_notes(board))
+    return head + to_markdown(header, rows, [False] * n_left
+                              + [True] * (len(header) - n_left)) + notes

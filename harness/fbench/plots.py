@@ -351,7 +351,7 @@ def plot_gradcam(run: Run | str | Path, images: Sequence[str | Path], output: st
                  dpi: int = DEFAULT_DPI) -> Path:
     """Grad-CAM of a trained run on chosen image files: one row per image, columns image and
     CAM overlay; titles give the predicted class and its probability."""
-    from fbench.data import read_image
+    from fbench.data import read_image, stored_resampler
 
     if not images:
         raise FbenchError("no images given.", "pass one or more image files.")
@@ -360,7 +360,7 @@ def plot_gradcam(run: Run | str | Path, images: Sequence[str | Path], output: st
                           "use 0 (real), 1 (generated) or 2 (edited).")
     model, transform, r = load_trained(run)
     size = int(r.config["input_size"])
-    rgb = np.stack([read_image(str(p), size) for p in images])
+    rgb = np.stack([read_image(str(p), size, stored_resampler(r.config)) for p in images])
     cams, probs, name = gradcam_maps(model, transform, rgb, layer, target_class)
 
     n = len(images)

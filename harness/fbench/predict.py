@@ -262,7 +262,7 @@ def predict(run: Run | str | os.PathLike, inputs: Any, *, threshold: str | float
     import torch
 
     from fbench.batch import Batch
-    from fbench.data import resize_square
+    from fbench.data import resize_square, stored_resampler
     from fbench.engine import resolve_device
     from fbench.registry import get_registry
     from fbench.store import Run, load_run
@@ -287,6 +287,7 @@ def predict(run: Run | str | os.PathLike, inputs: Any, *, threshold: str | float
     model, transform = _load_model(r, dev)
     size = int(r.config["input_size"])
     precision = r.config.get("precision", "fp32")
+    resample = stored_resampler(r.config)
     masks_path = Path(masks_dir) if masks_dir is not None else None
 
     rows: list[dict[str, Any]] = []
@@ -345,7 +346,7 @@ def predict(run: Run | str | os.PathLike, inputs: Any, *, threshold: str | float
             if progress is not None:
                 progress.advance(task)
             continue
-        pending.append((row, resize_square(rgb_img, size), rgb_img.shape[:2]))
+        pending.append((row, resize_square(rgb_img, size, resample), rgb_img.shape[:2]))
         if len(pending) >= batch_size:
             flush()
     flush()

@@ -63,6 +63,9 @@ def run_config(run: Run) -> RunConfig:
 
     known = set(RunConfig.__dataclass_fields__)
     data = {k: v for k, v in run.config.items() if k in known}
+    from fbench.data import stored_resampler
+
+    data["resample"] = stored_resampler(run.config)  # older runs resized with INTER_AREA
     # config.json's "audit" holds the audit's result, not the setting: a dict with
     # skipped=True means --skip-audit, anything else that the audit was on.
     audit = run.config.get("audit")

@@ -45,18 +45,67 @@ class ResolvedRun:
     input_size: int
     audit: dict[str, Any] | None = None
     preflight: dict[str, Any] | None = None
+    _hashes: pd.DataFrame | None = None
 
-    def build_model(self) -> Any:
-        from fbench.detector import as_detector
+    def model_options(self, input_size: int | None = None) -> dict[str, Any]:
+        """The options the detector's factory is called with: the user's, plus the run's
+        input size for a detector whose size-dependent parts take ``input_size`` (unless the
+        user set it explicitly)."""
         from fbench.specs import factory_options
 
         options = dict(self.config.options)
-        # A detector whose size-dependent parts take ``input_size`` gets the run's size
-        # unless the user set it explicitly.
         if "input_size" in factory_options(self.detector.factory) and "input_size" not in options:
-            options["input_size"] = self.input_size
-        model = self.detector.factory(num_classes=3, **options)
+            options["input_size"] = input_size or self.input_size
+        return options
+
+    def build_model(self, input_size: int | None = None) -> Any:
+        """The detector at the run's input size (or at ``input_size``, e.g. to count the
+        parameters of the 224 px model)."""
+        from fbench.detector import as_detector
+
+        model = self.detector.factory(num_classes=3, **self.model_options(input_size))
         return as_detector(model)
+
+    def size_dependent(self) -> bool:
+        """Whether the detector's parameters may depend on the input size (it takes one)."""
+        from fbench.specs import factory_options
+
+        return ("input_size" in factory_options(self.detector.factory)
+                and "input_size" not in self.config.options)
+
+    def detector_options(self) -> dict[str, Any]:
+        """Every option of the factory as this run used it: its defaults (those that are
+        plain data) under the user's. Stored with the run, so a changed default (GraftNet's
+        residual, the reference initialisation) never makes two different models look like
+        one configuration."""
+        import inspect
+
+        from fbench.specs import factory_options
+
+        out: dict[str, Any] = {}
+        for key, default in factory_options(self.detector.factory).items():
+            if key in ("**", "num_classes") or default is inspect.Parameter.empty:
+                continue
+            if default is None or isinstance(default, (bool, int, float, str)):
+                out[key] = default
+        out.update(self.model_options())
+        return dict(sorted(out.items()))
+
+    def image_hashes(self) -> pd.DataFrame:
+        """Every image's SHA-256 (computed once per resolved run)."""
+        if self._hashes is None:
+            from fbench.fingerprint import image_hashes
+
+            self._hashes = image_hashes(self.manifest)
+        return self._hashes
+
+    def dataset_identity(self) -> dict[str, str]:
+        """What makes two runs' data the same: every image's content and the rows (label,
+        source, group, train/eval side), but not the validation carve, which moves with the
+        seed."""
+        from fbench.fingerprint import dataset_identity
+
+        return dataset_identity(self.manifest, self.image_hashes())
 
     def build_transform(self) -> Any:
         return self.transform.factory(**self.config.transform_options)
@@ -74,11 +123,22 @@ class ResolvedRun:
                 "transform": get_registry().provider("transform", self.transform.name),
             },
             "split_counts": {s: {str(k): int(v) for k, v in c.items()} for s, c in counts.items()},
+            "detector_options": self.detector_options(),
+            "groups": groups_origin(self.manifest),
             "audit": self.audit,
             "preflight": self.preflight,
             **self._landmarks(),
             **extra,
         }
+
+    def warnings(self) -> list[str]:
+        """What a reader of this run's numbers must know about its data: groups that were
+        inferred or unknown (possible leaks)."""
+        out = []
+        groups = groups_warning(groups_origin(self.manifest))
+        if groups:
+            out.append(groups)
+        return out
 
     def _landmarks(self) -> dict[str, Any]:
         from fbench.landmarks import landmark_summary
@@ -87,13 +147,70 @@ class ResolvedRun:
         return {"landmarks": summary} if summary else {}
 
 
+def groups_origin(manifest: pd.DataFrame) -> dict[str, Any]:
+    """How the manifest's groups were made: ``recorded`` (the dataset knows its videos or
+    identities), ``inferred`` (reconstructed, e.g. from near-duplicate frames) or ``unknown``
+    (one group per image for lack of information); datasets say so in ``attrs["groups"]``."""
+    info = dict(manifest.attrs.get("groups") or {})
+    info.setdefault("origin", "recorded")
+    return info
+
+
+def groups_warning(info: dict[str, Any] | None) -> str | None:
+    """One sentence for runs and tables on a dataset whose groups are not recorded."""
+    origin = (info or {}).get("origin", "recorded")
+    if origin == "recorded":
+        return None
+    how = f" ({info['method']})" if info.get("method") else ""
+    if origin == "inferred":
+        return (f"the dataset's groups (videos) were inferred{how}, not recorded: frames of "
+                "one video may still straddle train/val/eval and inflate the scores.")
+    return (f"the dataset's groups are {origin}{how}: each image is its own group, so frames "
+            "of one video may straddle train/val/eval and inflate the scores.")
+
+
+def apply_protocol(config: RunConfig, det: DetectorSpec) -> RunConfig:
+    """The run settings of ``config.protocol`` (a training recipe the detector declares), under
+    every setting the user changed from fbench's defaults (a field still at its default takes
+    the protocol's value; detector options merge, the user's winning)."""
+    if config.protocol == "fbench":
+        return config
+    recipe = det.protocols.get(config.protocol)
+    if recipe is None:
+        have = sorted(n for n, (spec, _) in get_registry().specs("detector").items()
+                      if config.protocol in spec.protocols)
+        raise FbenchError(
+            f"detector {det.name!r} declares no {config.protocol!r} protocol"
+            + (f" (its protocols: {', '.join(sorted(det.protocols))})" if det.protocols
+               else "") + ".",
+            (f"detectors with it: {', '.join(have)}; " if have else "")
+            + "or use --protocol fbench.")
+    import dataclasses
+
+    defaults = RunConfig()
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    changes: dict[str, Any] = {}
+    for key, value in recipe.items():
+        if key == "options":
+            changes["options"] = {**value, **config.options}
+        elif key not in fields or key in ("detector", "protocol"):
+            raise FbenchError(f"detector {det.name!r}: protocol {config.protocol!r} sets "
+                              f"unknown run setting {key!r} (a plugin bug).")
+        elif getattr(config, key) == getattr(defaults, key):
+            changes[key] = value
+    return config.replace(**changes)
+
+
 def resolve(config: RunConfig) -> ResolvedRun:
+    from fbench.data import check_resampler
     from fbench.store import check_out_dir
 
     check_out_dir(config.out)
+    check_resampler(config.resample)
     reg = get_registry()
     det: DetectorSpec = reg.get("detector", config.detector)
     ds: DatasetSpec = reg.get("dataset", config.dataset)
+    config = apply_protocol(config, det)
     tname = config.transform or det.transform
     tr: TransformSpec = reg.get("transform", tname)
     check_options("detector", det.name, det.factory, config.options, reserved=("num_classes",))

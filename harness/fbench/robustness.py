@@ -129,7 +129,7 @@ def evaluate_run(run: Run | str | Path, perturbations: Sequence[Perturbation], *
     perturbation: one row per (perturbation, level, image)."""
     from torch.utils.data import DataLoader
 
-    from fbench.data import ManifestDataset
+    from fbench.data import ManifestDataset, stored_resampler
     from fbench.engine import predict, resolve_device
     from fbench.plots import load_trained
     from fbench.reproduce import resolve_stored
@@ -153,7 +153,8 @@ def evaluate_run(run: Run | str | Path, perturbations: Sequence[Perturbation], *
     model, transform = model.to(dev), transform.to(dev)
     size = int(r.config["input_size"])
     ds = ManifestDataset(rows, size, with_masks=resolved.dataset.has_masks,
-                         cache=len(rows) * size * size * 3 < _CACHE_BYTES)
+                         cache=len(rows) * size * size * 3 < _CACHE_BYTES,
+                         resample=stored_resampler(r.config))
     bs = int(batch_size or r.config.get("batch_size") or 32)
     precision = r.config.get("precision", "fp32")
 

@@ -107,6 +107,11 @@ class DetectorSpec:
     references: dict[str, dict[str, float]] = field(default_factory=dict)
     """Numbers measured elsewhere, ``{title: {"accuracy"|"macro_f1"|"dice"|"params_m": v}}``
     (percent; params in millions), shown beside fbench's own, labelled, never instead."""
+    protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Training recipes a publication used, ``{protocol: settings}``, applied by
+    ``fbench run --protocol NAME`` (e.g. ``{"thesis": {"lr": 2e-3, "batch_size": 32,
+    "epochs": 30, "input_size": 224, "options": {"dice": "batch"}}}``): any run setting
+    (``RunConfig`` field) plus ``options`` for the factory. Flags the user gives still win."""
 
     def __post_init__(self) -> None:
         _check_name("detector", self.name)
@@ -134,3 +139,26 @@ class AblationSpec:
     references: dict[str, dict[str, float]] = field(default_factory=dict)
     """Reference columns measured elsewhere, ``{column title: {short name: value}}``; shown
     beside fbench's own numbers, labelled as references, never instead of them."""
+
+
+@dataclass(frozen=True)
+class ProbeFeatureSpec:
+    """A family of cheap image features for the shortcut probe (``fbench data probe``): a
+    classifier fitted on them alone must not predict the label, or a detector can win by them.
+
+    ``factory(manifest)`` is called once per probe with the whole manifest (so a family can
+    read a cache made for it) and returns ``extract(row, image, path) -> sequence of floats``:
+    ``row`` the manifest index, ``image`` the decoded uint8 RGB ``[H, W, 3]``, ``path`` the
+    resolved file; every image gets a vector of one length. The returned object may also have
+    ``close()`` (called when the probe ends) and ``note`` (a line shown with the result, e.g.
+    where its values came from). ``spectral``: the family measures frequency content, which
+    frequency detectors are meant to learn; scoring high on it is expected, not a shortcut.
+    """
+
+    name: str
+    summary: str
+    spectral: bool
+    factory: Callable[..., Any]
+
+    def __post_init__(self) -> None:
+        _check_name("probe feature family", self.name)

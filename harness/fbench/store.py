@@ -132,6 +132,11 @@ def new_run_dir(out: str | Path, detector: str, dataset: str, name: str | None =
     raise FbenchError(f"could not create a unique run directory in {out}.")
 
 
+PREDICTIONS = "predictions.parquet"
+LAST_PREDICTIONS = "predictions-last.parquet"
+"""The last epoch's model's predictions (``predictions.parquet`` holds the selected one's)."""
+
+
 @dataclass
 class Run:
     """A stored run, read back from its directory."""
@@ -148,14 +153,30 @@ class Run:
     def id(self) -> str:
         return self.path.name
 
-    def metrics(self, split: str = "eval") -> dict[str, Any]:
+    def predictions_of(self, checkpoint: str = "selected") -> pd.DataFrame:
+        """Stored predictions of the ``selected`` checkpoint (chosen on validation) or of the
+        ``last`` epoch's model."""
+        if checkpoint == "selected":
+            preds = self.predictions
+        elif checkpoint == "last":
+            last = self.path / LAST_PREDICTIONS
+            if not last.is_file():
+                raise FbenchError(f"run {self.path} stored no last-epoch predictions (it was "
+                                  "made by an older fbench).",
+                                  "use the selected checkpoint, or rerun it.")
+            preds = pd.read_parquet(last)
+        else:
+            raise FbenchError(f"unknown checkpoint {checkpoint!r}.", "use selected or last.")
+        if preds is None:
+            raise FbenchError(f"run {self.path} has no predictions (state: "
+                              f"{self.status.get('state')}).")
+        return preds
+
+    def metrics(self, split: str = "eval", checkpoint: str = "selected") -> dict[str, Any]:
         """Recompute a split's metrics from the stored predictions alone."""
         from fbench.metrics import metrics_from_predictions
 
-        if self.predictions is None:
-            raise FbenchError(f"run {self.path} has no predictions (state: "
-                              f"{self.status.get('state')}).")
-        return metrics_from_predictions(self.predictions, split)
+        return metrics_from_predictions(self.predictions_of(checkpoint), split)
 
     def checkpoint(self, which: str = "best") -> Path:
         return self.path / "checkpoints" / f"{which}.pt"
