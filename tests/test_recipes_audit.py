@@ -92,3 +92,17 @@ def test_balance_check_against_the_recipe():
                       "group": list("abcd"), "split": "eval"})
     report = audit(m, expected_balance={"eval": {0: 0.5, 1: 0.5}}, hashes=False)
     assert not report.ok and report.summary()["balance_mismatches"] == 2
+
+
+def test_identity_check_catches_a_person_in_train_and_val():
+    m = pd.DataFrame({"path": list("abcde"), "label": 2, "source": "s", "group": list("abcde"),
+                      "split": ["train", "val", "eval", "eval", "train"],
+                      "identities": ["000;003", "003;000", "010", "", None]})
+    report = audit(m, hashes=False)
+    assert report.group_leaks.empty and not report.ok
+    assert report.summary()["identities_in_several_splits"] == 2  # 000 and 003
+    assert set(report.identity_leaks["path"]) == {"a", "b"}
+    assert set(report.identity_leaks["split"]) == {"train", "val"}
+    m.loc[1, "split"] = "train"  # both on one side: clean
+    assert audit(m, hashes=False).ok
+    assert audit(m.drop(columns="identities"), hashes=False).identity_leaks.empty

@@ -1,6 +1,9 @@
 """The leakage audit: what must never be shared between splits, checked on every manifest.
 
 - a group (video, identity) in two splits;
+- a person in two splits: the ids of the optional ``identities`` column (``;``-joined, e.g. the
+  two people a FaceForensics++ video touches), so train/val against eval and train against val
+  never share a face even when the groups were drawn too small;
 - the same file content (SHA-256) in two splits;
 - near-duplicates (perceptual difference hash within a Hamming distance) in two splits;
 - a split whose class balance differs from what its recipe declared.
@@ -9,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from fbench.manifest import resolve_path
+
+IDENTITY_LEAK_COLUMNS = ["path", "group", "split", "identity"]
 
 
 @dataclass
@@ -27,17 +33,21 @@ class AuditReport:
     near_duplicate_leaks: pd.DataFrame
     balance: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    identity_leaks: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=IDENTITY_LEAK_COLUMNS))
 
     @property
     def ok(self) -> bool:
         return (self.group_leaks.empty and self.duplicate_leaks.empty
-                and self.near_duplicate_leaks.empty
+                and self.near_duplicate_leaks.empty and self.identity_leaks.empty
                 and (self.balance.empty or bool(self.balance["ok"].all())))
 
     def summary(self) -> dict[str, int]:
         return {
             "groups_in_several_splits": int(self.group_leaks["group"].nunique())
             if len(self.group_leaks) else 0,
+            "identities_in_several_splits": int(self.identity_leaks["identity"].nunique())
+            if len(self.identity_leaks) else 0,
             "identical_files_across_splits": len(self.duplicate_leaks),
             "near_duplicates_across_splits": len(self.near_duplicate_leaks),
             "balance_mismatches": int((~self.balance["ok"]).sum()) if len(self.balance) else 0,
@@ -52,17 +62,35 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def difference_hash(path: str, size: int = 8) -> int:
-    """A 64-bit dHash: robust to re-encoding and resizing, so a recompressed copy of an eval
-    image in train is still caught."""
+def difference_hash(path: str | os.PathLike, size: int = 8) -> int:
+    """A 64-bit dHash (is each pixel of a 9x8 grayscale thumbnail brighter than its left
+    neighbour?): robust to re-encoding and resizing, so a recompressed copy of an eval image in
+    train is still caught; two frames of one video a second apart differ in a few bits, two
+    different faces in about half. Public (``fbench.difference_hash``) for dataset plugins."""
     import cv2
 
-    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    from fbench.errors import FbenchError
+
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
-        raise ValueError(f"cannot decode {path}")
+        raise FbenchError(f"image {path} cannot be read (not an image, or truncated).",
+                          "replace or remove it.")
     small = cv2.resize(img, (size + 1, size), interpolation=cv2.INTER_AREA).astype(np.int16)
     bits = (small[:, 1:] > small[:, :-1]).flatten()
     return int(np.packbits(bits).view(">u8")[0])
+
+
+def identities_in_several_splits(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per (row, id) for every id of the ``identities`` column that appears in more
+    than one split (empty when the column is absent or the split is clean)."""
+    if "identities" not in manifest.columns:
+        return pd.DataFrame(columns=IDENTITY_LEAK_COLUMNS)
+    ids = manifest["identities"].fillna("").astype(str).str.split(";")
+    rows = manifest[["path", "group", "split"]].assign(identity=ids).explode("identity")
+    rows = rows[rows["identity"].fillna("") != ""]
+    n_splits = rows.groupby("identity")["split"].nunique()
+    leaking = rows[rows["identity"].isin(n_splits[n_splits > 1].index)]
+    return leaking[IDENTITY_LEAK_COLUMNS].reset_index(drop=True)
 
 
 def _cross_split_pairs(keys: pd.Series, splits: pd.Series) -> pd.DataFrame:
@@ -98,7 +126,7 @@ def audit(manifest: pd.DataFrame, expected_balance: dict[str, dict[int, float]] 
         notes.append("file hashes not checked")
     balance = _balance(manifest, expected_balance, balance_tolerance)
     return AuditReport(group_leaks.reset_index(drop=True), dup.reset_index(drop=True), near,
-                       balance, notes)
+                       balance, notes, identities_in_several_splits(manifest))
 
 
 def _near_duplicates(m: pd.DataFrame, threshold: int) -> pd.DataFrame:

@@ -4,6 +4,12 @@
 
 ``fbench data build`` writes one; a dataset plugin's factory reads it back with
 :func:`load_built_dataset`, and ``fbench run`` audits it before training.
+
+Candidates may say more than the recipe builder reads: a group shared by several sources (the
+same people in two FaceForensics++ methods) makes those sources split together, so the group
+lands on one side for all of them; a ``fixed_split`` column (``train``/``eval``, "" for none)
+pins groups to a side (official split files); ``attrs["fixed_splits"]`` and
+``attrs["groups"]`` (how the groups were made) are recorded in the card.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from fbench.recipes import Recipe
 MANIFEST = "manifest.parquet"
 CARD = "recipe.json"
 CANDIDATE_COLUMNS = ("path", "label", "source", "group")
+FIXED_SPLIT = "fixed_split"
+# what a collect() may record in its candidates' attrs, copied into the card as is
+CARD_ATTRS = ("fixed_splits", "groups")
 
 
 def build_dataset(recipe: Recipe, root: str | Path, out: str | Path, seed: int = 0,
@@ -33,7 +42,6 @@ def build_dataset(recipe: Recipe, root: str | Path, out: str | Path, seed: int =
     from fbench import __version__
     from fbench.audit import audit, difference_hash, file_sha256
     from fbench.manifest import validate_manifest
-    from fbench.recipes import build
     from fbench.splits import carve_validation
 
     root = Path(root).resolve()
@@ -51,7 +59,8 @@ def build_dataset(recipe: Recipe, root: str | Path, out: str | Path, seed: int =
     if lacking:
         raise FbenchError(f"recipe {recipe.name!r}: candidates lack {lacking} (a plugin bug).")
     found = candidates["source"].value_counts().to_dict()
-    manifest = build(asked, candidates, seed)
+    manifest = select_rows(asked, candidates, seed).drop(columns=[FIXED_SPLIT],
+                                                         errors="ignore")
     manifest = carve_validation(manifest, val_fraction, seed)
     manifest["path"] = [p if os.path.isabs(p) else str(root / p) for p in manifest["path"]]
     if "mask" in manifest.columns:
@@ -62,7 +71,7 @@ def build_dataset(recipe: Recipe, root: str | Path, out: str | Path, seed: int =
         try:
             sha.append(file_sha256(p))
             dh.append(difference_hash(p))
-        except (OSError, ValueError):
+        except (OSError, ValueError, FbenchError):
             raise FbenchError(f"image {p} cannot be read.",
                               "replace or remove it and build again.") from None
         if progress:
@@ -83,6 +92,8 @@ def build_dataset(recipe: Recipe, root: str | Path, out: str | Path, seed: int =
         "expected_balance": {s: {str(k): v for k, v in b.items()}
                              for s, b in asked.expected_balance().items()},
         "audit": {"ok": report.ok, **report.summary()},
+        "split_together": sorted(_joint_sources(candidates)) if not asked.legacy_order else [],
+        **{k: candidates.attrs[k] for k in CARD_ATTRS if candidates.attrs.get(k)},
     }
     out.mkdir(parents=True, exist_ok=True)
     store.write_parquet(out / MANIFEST, manifest)
@@ -111,4 +122,92 @@ def load_built_dataset(root: str | Path | None, recipe: str) -> pd.DataFrame:
                            "audit": True,
                            "expected_balance": {s: {int(k): v for k, v in b.items()}
                                                 for s, b in card["expected_balance"].items()}})
+    if card.get("groups"):  # how the groups were made (inferred, unknown), for run warnings
+        manifest.attrs["groups"] = card["groups"]
     return manifest
+
+
+def select_rows(recipe: Recipe, candidates: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The recipe's rows with their split. Sources that share a group, or carry fixed splits,
+    are split together (each group decided once for all of them); the others go through the
+    recipe builder source by source. A legacy-order recipe is built as listed."""
+    from fbench.recipes import build
+
+    joint = _joint_sources(candidates)
+    if recipe.legacy_order or not joint:
+        return build(recipe, candidates, seed)
+    together = candidates["source"].isin(joint)
+    parts = []
+    alone = _only_sources(recipe, set(candidates.loc[~together, "source"]))
+    if alone.counts:
+        parts.append(build(alone, candidates[~together], seed))
+    rows = candidates[together]
+    sides = _decide_sides(recipe, rows, seed)
+    side_of_row = rows["group"].map(sides)
+    for split in ("eval", "train"):
+        part = _only_sources(recipe, joint, split)
+        if part.counts:
+            parts.append(build(part, rows[side_of_row == split], seed))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _fixed(candidates: pd.DataFrame) -> pd.Series:
+    if FIXED_SPLIT not in candidates.columns:
+        return pd.Series("", index=candidates.index)
+    return candidates[FIXED_SPLIT].fillna("").astype(str)
+
+
+def _joint_sources(candidates: pd.DataFrame) -> set[str]:
+    """Sources whose groups must be decided together: those sharing a group with another
+    source, and those with fixed splits."""
+    per_group = candidates.groupby("group")["source"].nunique()
+    shared = candidates["group"].isin(per_group[per_group > 1].index)
+    return set(candidates.loc[shared | (_fixed(candidates) != ""), "source"])
+
+
+def _only_sources(recipe: Recipe, sources: set[str], split: str | None = None) -> Recipe:
+    """``recipe`` restricted to ``sources`` (and to one split), named so a shortfall says
+    which side of a joint split ran short."""
+    import dataclasses
+
+    counts = {s: {src: n for src, n in per.items() if src in sources}
+              for s, per in recipe.counts.items() if split in (None, s)}
+    counts = {s: per for s, per in counts.items() if per}
+    together = "/".join(sorted(sources))
+    name = recipe.name if split is None else f"{recipe.name} ({split} side of {together})"
+    return dataclasses.replace(recipe, name=name, counts=counts)
+
+
+def _decide_sides(recipe: Recipe, rows: pd.DataFrame, seed: int) -> dict[str, str]:
+    """``{group: "train" | "eval"}`` for every group of ``rows``: fixed ones as given; the
+    others walked in a seeded order, each going to eval while it still fills an eval count of
+    one of its sources (eval first, as the recipe builder does), then to train."""
+    import zlib
+
+    import numpy as np
+
+    fixed = _fixed(rows)
+    bad = sorted(set(fixed) - {"", "train", "eval"})
+    if bad:
+        raise FbenchError(f"recipe {recipe.name!r}: fixed split {bad[0]!r} is not train or "
+                          "eval (a plugin bug).")
+    sides: dict[str, str] = {}
+    pinned = fixed[fixed != ""]
+    for group, values in pinned.groupby(rows.loc[pinned.index, "group"]):
+        if values.nunique() > 1:
+            raise FbenchError(f"recipe {recipe.name!r}: group {group!r} is fixed to several "
+                              f"splits ({sorted(values.unique())}) (a plugin bug).")
+        sides[group] = values.iloc[0]
+    need = dict(recipe.counts.get("eval", {}))
+    for src, n in rows[fixed == "eval"]["source"].value_counts().items():
+        need[src] = need.get(src, 0) - int(n)
+    free = rows[~rows["group"].isin(sides)]
+    order = np.array(sorted(free["group"].unique()), dtype=object)
+    np.random.default_rng([seed, zlib.crc32(b"joint-groups")]).shuffle(order)
+    sizes = {g: df["source"].value_counts().to_dict() for g, df in free.groupby("group")}
+    for group in order:
+        useful = {src: min(max(need.get(src, 0), 0), n) for src, n in sizes[group].items()}
+        sides[group] = "eval" if any(useful.values()) else "train"
+        for src, n in useful.items():
+            need[src] = need.get(src, 0) - n
+    return sides

@@ -3,7 +3,9 @@ engine never meets a bad row.
 
 Columns: ``path`` (image file), ``label`` (0 real, 1 generated, 2 edited), ``source`` (where the
 image came from, e.g. ``ffhq``), ``group`` (what must never straddle splits: a video, an
-identity), ``split`` (``train``, ``val`` or ``eval``), ``mask`` (a mask image path, or empty).
+identity), ``split`` (``train``, ``val`` or ``eval``), ``mask`` (a mask image path, or empty),
+optionally ``identities`` (ids a row shows, joined by ``;``: the audit fails when an id is on
+both sides). ``attrs["groups"]`` says how groups were made when they are not recorded facts.
 Relative paths are relative to ``manifest.attrs["root"]``.
 """
 

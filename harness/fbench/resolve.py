@@ -134,10 +134,15 @@ class ResolvedRun:
     def warnings(self) -> list[str]:
         """What a reader of this run's numbers must know about its data: groups that were
         inferred or unknown (possible leaks)."""
+        from fbench.probe import shortcut_warnings, stored_probe
+
         out = []
         groups = groups_warning(groups_origin(self.manifest))
         if groups:
             out.append(groups)
+        probe = stored_probe(self.manifest, self.image_hashes())
+        if probe is not None:
+            out += shortcut_warnings(probe)
         return out
 
     def _landmarks(self) -> dict[str, Any]:
@@ -274,11 +279,15 @@ def run_audit(manifest: pd.DataFrame, enabled: bool) -> dict[str, Any] | None:
     """Audit a built dataset (one whose manifest asks for it) before training; a leak stops
     the run. ``--skip-audit`` skips it, and the run records that it did."""
     if not enabled:
+        from fbench.audit import identities_in_several_splits
         from fbench.splits import groups_in_several_splits
 
+        straddling = identities_in_several_splits(manifest)
         return {"skipped": True,
                 "groups_in_several_splits": int(groups_in_several_splits(manifest)["group"]
-                                                .nunique())}
+                                                .nunique()),
+                "identities_in_several_splits": int(straddling["identity"].nunique())
+                if len(straddling) else 0}
     if not manifest.attrs.get("audit"):
         return None
     from fbench.audit import audit

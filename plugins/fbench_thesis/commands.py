@@ -1,4 +1,4 @@
-"""``fbench data prepare ffhq|ffpp|check-gan`` and ``fbench data import-lists``.
+"""``fbench data prepare ffhq|ffpp|ffpp-splits|check-gan`` and ``fbench data import-lists``.
 
 Only click and rich at import (the CLI builds these commands at every start); OpenCV,
 mediapipe and pandas load inside the commands."""
@@ -78,10 +78,14 @@ def prepare_ffhq_cmd(src: Path, out: Path, threshold: float, blank_background: b
               "non-zero).")
 @click.option("--skip-bad", is_flag=True,
               help="Report unreadable or mismatched videos and go on (default: stop).")
+@click.option("--method", help="The manipulation method, which seeds the sampling with the "
+              "video id. [default: from .../manipulated_sequences/<Method>/..., else OUT's "
+              "name]")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def prepare_ffpp_cmd(videos: Path, masks: Path | None, out: Path, every: int | None,
                      per_video: int | None, seed: int, min_confidence: float, margin: float,
-                     mask_threshold: int, skip_bad: bool, no_progress: bool) -> None:
+                     mask_threshold: int, skip_bad: bool, method: str | None,
+                     no_progress: bool) -> None:
     """Extract face crops and their masks from FaceForensics++ VIDEOS.
 
     Every frame keeps its video (OUT/index.parquet), so recipes split by video. Resumable:
@@ -93,9 +97,10 @@ def prepare_ffpp_cmd(videos: Path, masks: Path | None, out: Path, every: int | N
     s = prepare_ffpp(videos, out, masks=masks, every=every, per_video=per_video, seed=seed,
                      min_confidence=min_confidence, margin=margin,
                      mask_threshold=mask_threshold, skip_bad=skip_bad,
-                     progress=not no_progress)
+                     progress=not no_progress, method=method)
     console = _console()
-    console.print(f"FaceForensics++: {s['frames']} frames from {s['videos']} videos in {out} "
+    console.print(f"FaceForensics++ ({s['method']}): {s['frames']} frames from {s['videos']} "
+                  f"videos in {out} "
                   f"({s['processed']} processed now, {s['done_before']} done before; "
                   f"{s['sampled_frames_per_s'] or '-'} sampled frames/s).")
     if s["frames_without_face"]:
@@ -107,6 +112,32 @@ def prepare_ffpp_cmd(videos: Path, masks: Path | None, out: Path, every: int | N
                       + ", ".join(s["videos_without_face"][:10]))
     for bad in s["bad_videos"]:
         console.print(f"[red]skipped[/] {bad['video']}: {bad['error']}")
+
+
+@prepare_group.command("ffpp-splits")
+@click.argument("splits", type=_DIR)
+@click.option("--root", type=_DIR, required=True,
+              help="The sources root that `fbench data build` reads (--root there).")
+def prepare_ffpp_splits_cmd(splits: Path, root: Path) -> None:
+    """Use FaceForensics++'s official SPLITS (train.json, val.json, test.json) when building
+    recipes from --root: checked, then copied to ROOT/ffpp-splits/.
+
+    train + val go to the train side (validation is carved from it), test to eval."""
+    import shutil
+
+    from fbench_thesis.identities import SPLIT_FILES, SPLITS_DIR, read_split_files
+
+    side = read_split_files(splits)  # refuses malformed files before anything is copied
+    target = root / SPLITS_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SPLIT_FILES:
+        (target / f"{name}.json").unlink(missing_ok=True)  # no stale val.json from before
+        if (splits / f"{name}.json").is_file():
+            shutil.copyfile(splits / f"{name}.json", target / f"{name}.json")
+    n_train = sum(1 for s in side.values() if s == "train")
+    _console().print(f"official splits in {target}: {n_train} ids on the train side, "
+                     f"{len(side) - n_train} on eval; `fbench data build` now puts every "
+                     "FaceForensics++ video on the side of its ids.")
 
 
 @prepare_group.command("check-gan")
@@ -148,23 +179,42 @@ def _prefix_pair(text: str) -> tuple[str, str]:
               "FFHQ_raw/, Deepfake_datasets/): the lists' prefix is mapped to it.")
 @click.option("--map-prefix", multiple=True, metavar="OLD=NEW",
               help="Replace a path prefix (repeatable; the longest match wins).")
+# default: lists.CHAIN_THRESHOLD (not imported: the CLI builds these commands at every start)
+@click.option("--chain-threshold", type=click.IntRange(0, 64), default=16, show_default=True,
+              help="Hash distance (bits of 64) under which neighbouring FaceForensics++ frames "
+              "join one inferred video.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def import_lists_cmd(train: Path, eval_: Path, out: Path, root: Path | None,
-                     map_prefix: tuple[str, ...], no_progress: bool) -> None:
+                     map_prefix: tuple[str, ...], chain_threshold: int,
+                     no_progress: bool) -> None:
     """Import the thesis's TRAIN and EVAL split files (path<TAB>label, or
     image<TAB>mask<TAB>label) as the dataset `thesis-lists`."""
     from fbench_thesis.lists import import_lists
 
     card = import_lists(train, eval_, out, root=root,
                         map_prefix=[_prefix_pair(m) for m in map_prefix],
-                        progress=not no_progress)
+                        progress=not no_progress, chain_threshold=chain_threshold)
     console = _console()
     for split, per in card["built"].items():
         console.print(f"{split}: " + ", ".join(f"{src} {n}" for src, n in sorted(per.items())))
+    _print_inferred_groups(console, card.get("groups"))
     if card["groups_unknown"]:
         console.print(f"[yellow]note:[/] {', '.join(card['groups_unknown'])}: "
                       f"{card['groups_note']}.")
     console.print(f"imported into {out}; use it with --dataset thesis-lists --data-root {out}.")
+
+
+def _print_inferred_groups(console: Any, groups: dict[str, Any] | None) -> None:
+    if not groups or groups["origin"] != "inferred":
+        return
+    console.print(f"groups inferred: {groups['n_groups']} pseudo-videos from "
+                  f"{groups['frames']} frames of {', '.join(groups['sources'])} "
+                  f"({groups['method']}).")
+    if groups["straddling"]:
+        console.print(f"[yellow]{groups['straddling']} pseudo-video(s) have frames in both "
+                      "train and eval:[/] the lists leak them, so `fbench run` refuses this "
+                      "dataset unless --skip-audit (recorded); `fbench data audit "
+                      "thesis-lists --data-root DIR` lists them.")
 
 
 def add_commands(cli: click.Group) -> None:

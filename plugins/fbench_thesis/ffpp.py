@@ -1,8 +1,9 @@
 """FaceForensics++ frames as the thesis made them, made reproducible: sample frames of each
-manipulated video (every N-th, or K per video; seeded per video, so a resumed or re-ordered run
-samples the same frames), detect the face with mediapipe face detection, crop the same box
-from the frame and from the mask video, and save both (mask = 255 where the mask crop is not
-black). Every frame keeps the video it came from, so splits can be grouped by video.
+manipulated video (every N-th, or K per video; seeded per method and video, so a resumed or
+re-ordered run samples the same frames, and two methods of the same video do not), detect
+the face with mediapipe face detection, crop the same box from the frame and from the mask
+video, and save both (mask = 255 where the mask crop is not black). Every frame keeps the
+video it came from, so splits can be grouped by the people that video shows.
 
 Per video, all-or-nothing: its frames are written to a hidden folder and moved into place
 only when the whole video succeeded; a bad video (unreadable, no mask video, frame counts or
@@ -94,15 +95,18 @@ class Probe:
 
 
 def sample_frames(n_frames: int, video_id: str, seed: int, every: int | None = None,
-                  per_video: int | None = None) -> list[int]:
-    """The frame numbers to extract from one video. Seeded by ``(seed, video_id)`` so the
-    choice does not depend on which other videos exist or in which order they run. ``every``:
-    every N-th frame from a seeded offset in [0, N); ``per_video``: K distinct frames."""
+                  per_video: int | None = None, method: str = "") -> list[int]:
+    """The frame numbers to extract from one video. Seeded by ``(seed, method, video_id)`` so
+    the choice does not depend on which other videos exist or in which order they run, and
+    Face2Face and FaceSwap of the same pair do not get the same frame numbers by construction.
+    ``every``: every N-th frame from a seeded offset in [0, N); ``per_video``: K distinct
+    frames."""
     import numpy as np
 
     if (every is None) == (per_video is None):
         raise FbenchError("give exactly one of --every N and --per-video K.")
-    rng = np.random.default_rng([seed, zlib.crc32(video_id.encode())])
+    rng = np.random.default_rng([seed, zlib.crc32(method.encode()),
+                                 zlib.crc32(video_id.encode())])
     if every is not None:
         if every < 1:
             raise FbenchError(f"--every {every} must be at least 1.")
@@ -112,6 +116,19 @@ def sample_frames(n_frames: int, video_id: str, seed: int, every: int | None = N
         raise FbenchError(f"--per-video {per_video} must be at least 1.")
     k = min(per_video, n_frames)
     return sorted(int(i) for i in rng.choice(n_frames, k, replace=False))
+
+
+def infer_method(videos: Path, out: Path) -> str:
+    """The manipulation method a videos folder holds, for seeding: FaceForensics++'s
+    ``manipulated_sequences/<Method>/...`` (``original`` for ``original_sequences``), else the
+    output folder's name (``SOURCES/face2face``)."""
+    parts = videos.resolve().parts
+    for i, part in enumerate(parts[:-1]):
+        if part == "manipulated_sequences":
+            return parts[i + 1].lower()
+        if part == "original_sequences":
+            return "original"
+    return out.name.lower()
 
 
 def default_masks_dir(videos: Path) -> Path | None:
@@ -270,12 +287,14 @@ def prepare_ffpp(videos: str | Path, out: str | Path, *, masks: str | Path | Non
                  every: int | None = None, per_video: int | None = None, seed: int = 0,
                  min_confidence: float = 0.9, margin: float = 0.0, mask_threshold: int = 0,
                  skip_bad: bool = False, progress: bool = True,
-                 detector: FaceDetector | None = None) -> dict[str, Any]:
+                 detector: FaceDetector | None = None,
+                 method: str | None = None) -> dict[str, Any]:
     """Extract face crops and mask crops from the FaceForensics++ videos under ``videos``
     (mask videos of the same names under ``masks``) into ``out/imgs``, ``out/masks`` and
     ``out/index.parquet`` (one row per frame: video, frame, image, mask, box, size). Videos
-    finished by an earlier run with the same settings are skipped. Returns the summary it also
-    stores in ``out/report.json``."""
+    finished by an earlier run with the same settings are skipped. ``method`` (default: from
+    the FaceForensics++ path, else ``out``'s name) seeds the sampling with the video id.
+    Returns the summary it also stores in ``out/report.json``."""
     import pandas as pd
 
     from fbench import write_json, write_parquet
@@ -303,8 +322,10 @@ def prepare_ffpp(videos: str | Path, out: str | Path, *, masks: str | Path | Non
         raise FbenchError(f"{videos} holds no videos ({', '.join(VIDEO_SUFFIXES)}).",
                           "point at the folder holding the manipulated videos.")
     sample_frames(1, "check", seed, every, per_video)  # validates every/per_video early
+    method = (method or infer_method(videos, out)).lower()
 
     settings = {"command": "prepare ffpp", "videos": str(videos.resolve()),
+                "method": method, "sampling_seeded_by": "seed, method, video",
                 "masks": str(masks.resolve()), "every": every, "per_video": per_video,
                 "seed": seed, "min_confidence": min_confidence, "margin": margin,
                 "mask_threshold": mask_threshold,
@@ -339,7 +360,8 @@ def prepare_ffpp(videos: str | Path, out: str | Path, *, masks: str | Path | Non
             with progress_bar("FF++ frames", len(todo), progress) as advance:
                 for pair in todo:
                     probe = probes[pair.video_id]
-                    frames = sample_frames(probe.frames, pair.video_id, seed, every, per_video)
+                    frames = sample_frames(probe.frames, pair.video_id, seed, every, per_video,
+                                           method=method)
                     try:
                         rows, no_face = extract_video(pair, probe, frames, out, detector,
                                                       margin, mask_threshold)
@@ -365,7 +387,7 @@ def prepare_ffpp(videos: str | Path, out: str | Path, *, masks: str | Path | Non
     rows.sort(key=lambda r: (natural_key(r["video"]), r["frame"]))
     write_parquet(out / INDEX, pd.DataFrame(rows, columns=INDEX_COLUMNS))
     summary = {
-        "videos": len(pairs), "done_before": len(pairs) - len(pending),
+        "method": method, "videos": len(pairs), "done_before": len(pairs) - len(pending),
         "processed": len(pending) - len(bad), "frames": len(rows),
         "videos_without_face": sorted((r["key"] for r in records if r["status"] == "no_face"),
                                       key=natural_key),

@@ -7,9 +7,12 @@ from its folder, turns the constant masks ``real.png`` / ``fake.png`` into "" (t
 all-zero / all-one masks), and writes ``manifest.parquet`` + ``recipe.json`` like
 ``fbench data build`` does.
 
-What the lists cannot say: which video a FaceForensics++ frame came from (the thesis numbered
-frames with one global counter). Those frames get one group per file, so a video-level leak in
-imported lists is invisible to the group audit; the card says so (``groups_unknown``)."""
+What the lists cannot say: which video a FaceForensics++ frame came from. The thesis numbered
+one video's frames consecutively with a global counter, so the importer chains them back into
+pseudo-videos: frames with neighbouring numbers whose perceptual hashes are close join one
+group, a jump in the hash starts the next. The groups are inferred, not recorded, and the
+manifest says so (``attrs["groups"]``, kept in the card). Frames whose names carry no number
+keep one group per file (``groups_unknown``)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fbench import FbenchError
+from fbench import FbenchError, difference_hash
+from fbench_thesis.identities import UnionFind
 from fbench_thesis.images import image_size
 from fbench_thesis.progress import progress_bar
 from fbench_thesis.sources import FFPP
@@ -39,6 +43,14 @@ SOURCE_DIRS = {
 # Where the author's prefix ends: the first of these path parts.
 MARKERS = ("FFHQ_raw", "Deepfake_datasets", *CONSTANT_MASKS)
 _FRAME_DIRS = {"imgs", "images", "frames", "masks"}
+# Chaining frames into pseudo-videos. Two sampled frames of one video differ in a few of the
+# 64 hash bits, two different faces in about 32 (16 is 4 standard deviations below that for
+# unrelated images); a frame looks up to 2 places ahead, so one odd frame (a blink, a turn)
+# does not cut its video in two, across gaps of up to 3 numbers (frames left out of a list).
+# Erring towards joining is the safe side: a merged group only makes splits coarser.
+CHAIN_THRESHOLD = 16
+CHAIN_LOOKAHEAD = 2
+CHAIN_MAX_GAP = 3
 
 
 def read_list(path: str | Path, split: str) -> list[dict[str, Any]]:
@@ -119,14 +131,107 @@ def infer_group(source: str, label: int, path: str) -> tuple[str, bool]:
     return f"{source}/{stem}", True
 
 
+def frame_number(path: str) -> int | None:
+    """The thesis's frame number (``imgs/794.png`` -> 794), or None for other names."""
+    stem = PurePosixPath(path).stem
+    return int(stem) if stem.isdigit() else None
+
+
+def chain_frames(numbers: list[int], hashes: list[int], threshold: int = CHAIN_THRESHOLD,
+                 lookahead: int = CHAIN_LOOKAHEAD, max_gap: int = CHAIN_MAX_GAP) -> list[int]:
+    """Pseudo-videos of one source's frames: for each frame (in the order given), the
+    smallest number of its chain. Frames are walked in number order; a frame joins one of the
+    next ``lookahead`` frames, at most ``max_gap`` numbers on, whose hash differs by at most
+    ``threshold`` bits."""
+    order = sorted(range(len(numbers)), key=numbers.__getitem__)
+    links = UnionFind()
+    for k, i in enumerate(order):
+        links.find(i)
+        for j in order[k + 1:k + 1 + lookahead]:
+            if numbers[j] - numbers[i] > max_gap:
+                break
+            if (hashes[i] ^ hashes[j]).bit_count() <= threshold:
+                links.union(i, j)
+    first: dict[int, int] = {}
+    for i in order:  # number order: the first frame met is the chain's smallest number
+        first.setdefault(links.find(i), numbers[i])
+    return [first[links.find(i)] for i in range(len(numbers))]
+
+
+def _is_frame(row: dict[str, Any]) -> bool:
+    return row["source"] in FFPP or row["label"] == 2
+
+
+def infer_frame_groups(rows: list[dict[str, Any]], threshold: int = CHAIN_THRESHOLD,
+                       progress: bool = True) -> dict[str, Any] | None:
+    """Chain the numbered FaceForensics++ frames of ``rows`` (mapped paths) into
+    pseudo-videos, per source, setting their ``group`` in place. Returns what
+    ``attrs["groups"]`` records: origin ``inferred`` (and how), ``unknown`` when no frame
+    carries a number, or None when the rows hold no frames (their groups are recorded)."""
+    numbered: dict[str, list[dict[str, Any]]] = {}
+    unnumbered: set[str] = set()
+    for row in filter(_is_frame, rows):
+        if frame_number(row["path"]) is None:
+            unnumbered.add(row["source"])
+        else:
+            numbered.setdefault(row["source"], []).append(row)
+    if not numbered:
+        return None if not unnumbered else {
+            "origin": "unknown", "n_groups": sum(map(_is_frame, rows)),
+            "method": "one group per frame: the lists record no video and the frame names "
+                      "carry no number to chain", "sources": sorted(unnumbered)}
+    n_frames = sum(map(len, numbered.values()))
+    with progress_bar("chaining frames", n_frames, progress) as advance:
+        hashes = {}
+        for frames in numbered.values():
+            for row in frames:
+                hashes[id(row)] = difference_hash(row["path"])
+                advance()
+    n_groups = 0
+    for source, frames in numbered.items():
+        firsts = chain_frames([frame_number(r["path"]) for r in frames],
+                              [hashes[id(r)] for r in frames], threshold)
+        for row, first in zip(frames, firsts, strict=True):
+            row["group"] = f"{source}/pseudo-video-{first}"
+        n_groups += len(set(firsts))
+    info = {"origin": "inferred", "n_groups": n_groups, "frames": n_frames,
+            "method": f"frames of each FaceForensics++ source chained in frame-number order "
+                      f"(a frame joins one of the next {CHAIN_LOOKAHEAD}, at most "
+                      f"{CHAIN_MAX_GAP} numbers on, whose 64-bit dHash differs by at most "
+                      f"{threshold} bits)", "sources": sorted(numbered)}
+    if unnumbered:
+        info["unknown_sources"] = sorted(unnumbered)
+    return info
+
+
+def _straddling(manifest: Any, groups: dict[str, Any] | None) -> int:
+    """Inferred groups with frames in more than one split: a leak of the lists themselves."""
+    if not groups or groups["origin"] != "inferred":
+        return 0
+    inferred = manifest[manifest["group"].str.contains("/pseudo-video-", regex=False)]
+    return int((inferred.groupby("group")["split"].nunique() > 1).sum())
+
+
+def _unknown_sources(groups: dict[str, Any] | None) -> list[str]:
+    """Sources whose frames kept one group per file."""
+    if not groups:
+        return []
+    if groups["origin"] == "unknown":
+        return list(groups["sources"])
+    return list(groups.get("unknown_sources", []))
+
+
 def import_lists(train: str | Path, eval_: str | Path, out: str | Path, *,
                  root: str | Path | None = None,
                  map_prefix: list[tuple[str, str]] | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True,
+                 chain_threshold: int = CHAIN_THRESHOLD) -> dict[str, Any]:
     """Import the thesis's ``train`` and ``eval`` split files into ``out`` (manifest.parquet,
     recipe.json). ``root``: where the user keeps what the author kept under the detected
     prefix (``.../deepfake/``); ``map_prefix``: explicit ``(old, new)`` prefixes, applied
-    first. Returns the card. Nothing is written unless every listed file exists."""
+    first; ``chain_threshold``: the hash distance (bits of 64) under which neighbouring frames
+    join one pseudo-video. Returns the card. Nothing is written unless every listed file
+    exists."""
     from fbench import __version__, make_manifest, write_json, write_parquet
 
     out = Path(out)
@@ -143,13 +248,10 @@ def import_lists(train: str | Path, eval_: str | Path, out: str | Path, *,
                               "map the prefix explicitly with --map-prefix OLD=NEW.")
         mapping.append((detected, str(Path(root).resolve())))
 
-    groups_unknown: set[str] = set()
     built = []
     for r in rows:
         source = infer_source(r["path"])
-        group, known = infer_group(source, r["label"], r["path"])
-        if not known:
-            groups_unknown.add(source)
+        group, _ = infer_group(source, r["label"], r["path"])
         constant = r["with_mask"] and PurePosixPath(r["mask"]).name in CONSTANT_MASKS
         built.append({"path": map_path(r["path"], mapping), "label": r["label"],
                       "source": source, "group": group, "split": r["split"],
@@ -173,7 +275,12 @@ def import_lists(train: str | Path, eval_: str | Path, out: str | Path, *,
         for b in built:
             b["width"], b["height"] = image_size(b["path"])
             advance()
+    groups = infer_frame_groups(built, chain_threshold, progress)
     manifest = make_manifest(built, root=out, name=DATASET)
+    if groups is not None:
+        groups["straddling"] = _straddling(manifest, groups)
+        manifest.attrs["groups"] = groups
+    groups_unknown = _unknown_sources(groups)
     counts = manifest.groupby(["split", "source"]).size()
     card = {
         "recipe": DATASET,
@@ -189,8 +296,10 @@ def import_lists(train: str | Path, eval_: str | Path, out: str | Path, *,
                   for s in counts.index.get_level_values(0).unique()},
         "groups_unknown": sorted(groups_unknown),
         "groups_note": ("frames of these sources have one group per file: the split lists do "
-                        "not record their videos, so a video in both splits cannot be seen "
-                        "by the group audit" if groups_unknown else ""),
+                        "not record their videos and their names carry no number to chain, "
+                        "so a video in both splits cannot be seen by the group audit"
+                        if groups_unknown else ""),
+        **({"groups": groups} if groups else {}),
         # no recipe declares the lists' balance; the run-time audit still checks groups and
         # file hashes (computed then, since the lists carry none)
         "expected_balance": {},

@@ -4,9 +4,13 @@
     ROOT/wgan-gp/, stylegan/, mspie-stylegan2/   generated images (label 1)
     ROOT/face2face/, faceswap/, deepfakedetection/   `prepare ffpp` output (label 2):
         imgs/*.png, masks/*.png, index.parquet
+    ROOT/ffpp-splits/                 optional: FaceForensics++'s official train/val/test.json
 
 Each scan returns candidate rows: path and mask (relative to ROOT), label, source, group (an
-image's own identity; the video for FaceForensics++ frames), width, height."""
+image's own identity; for FaceForensics++ frames the connected set of people their video
+touches, over all methods: see :mod:`fbench_thesis.identities`), width, height; FaceForensics++
+rows also carry ``video``, ``frame``, ``identities`` and, with official split files,
+``fixed_split``."""
 
 from __future__ import annotations
 
@@ -14,6 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fbench import FbenchError
+from fbench_thesis.identities import (
+    SPLITS_DIR,
+    apply_split_files,
+    assign_identity_groups,
+    read_split_files,
+    split_files_card,
+)
 from fbench_thesis.images import image_size, list_images, natural_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,7 +75,8 @@ def scan_images(root: Path, source: str) -> list[dict]:
 
 
 def scan_ffpp(root: Path, source: str, legacy_order: bool = False) -> list[dict]:
-    """A prepared FaceForensics++ method: one row per frame, grouped by video.
+    """A prepared FaceForensics++ method: one row per frame, grouped by video (``collect``
+    regroups them by identity across methods).
 
     ``legacy_order``: order the rows as the thesis's file listing did, to reproduce its leak:
     frames numbered by one counter over all videos (so a video's frames have consecutive
@@ -105,11 +117,14 @@ def scan_ffpp(root: Path, source: str, legacy_order: bool = False) -> list[dict]
 
 
 def collect(root: str, sources: tuple[str, ...], legacy_order: bool = False) -> pd.DataFrame:
-    """Candidate rows of ``sources`` under ``root`` (a recipe's ``collect``)."""
+    """Candidate rows of ``sources`` under ``root`` (a recipe's ``collect``). FaceForensics++
+    frames of all methods are grouped together by identity, and get a ``fixed_split`` when
+    ``root/ffpp-splits/`` holds the official split files (recorded in ``attrs``)."""
     import pandas as pd
 
     base = Path(root)
     rows: list[dict] = []
+    ffpp_rows: list[dict] = []
     for source in sources:
         where = base / source
         if not where.is_dir():
@@ -121,11 +136,30 @@ def collect(root: str, sources: tuple[str, ...], legacy_order: bool = False) -> 
             raise FbenchError(f"source {source!r} has no images in {where}.",
                               _missing_fix(source, where))
         rows.extend(found)
+        if source in FFPP:
+            ffpp_rows.extend(found)
+    attrs = _group_ffpp(base, ffpp_rows)
     frame = pd.DataFrame(rows)
     # FaceForensics++ columns are absent for images: fill them so the dtypes stay integers
-    for col, empty in (("video", ""), ("frame", -1), ("legacy_number", -1)):
+    for col, empty in (("video", ""), ("frame", -1), ("legacy_number", -1), ("identities", ""),
+                       ("fixed_split", "")):
         if col in frame.columns:
             frame[col] = frame[col].fillna(empty)
             if empty == -1:
                 frame[col] = frame[col].astype("int64")
-    return frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
+    frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
+    frame.attrs.update(attrs)
+    return frame
+
+
+def _group_ffpp(base: Path, rows: list[dict]) -> dict:
+    """Group FaceForensics++ rows by identity and apply the official split files when the
+    sources root has them; returns what the build should record."""
+    if not rows:
+        return {}
+    assign_identity_groups(rows)
+    folder = base / SPLITS_DIR
+    if not folder.is_dir():
+        return {}
+    apply_split_files(rows, read_split_files(folder), folder)
+    return {"fixed_splits": split_files_card(folder)}

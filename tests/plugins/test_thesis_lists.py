@@ -80,7 +80,8 @@ def test_import_round_trip_with_the_prefix_mapped_to_the_users_root(thesis_copy,
     result = CliRunner().invoke(cli, ["data", "import-lists", str(train), str(eval_),
                                       "--out", str(out), "--root", str(root), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "face2face, faceswap" in " ".join(result.output.split())  # groups unknown: said
+    text = " ".join(result.output.split())
+    assert "groups inferred: 7 pseudo-videos from 7 frames of face2face, faceswap" in text
 
     m = fbench.load_dataset("thesis-lists", str(out))
     card = m.attrs["card"]
@@ -94,8 +95,11 @@ def test_import_round_trip_with_the_prefix_mapped_to_the_users_root(thesis_copy,
     row = m[m["path"].str.endswith("FFHQ_raw/15000.png")].iloc[0]
     assert row["group"] == "ffhq/15000" and row["width"] == 64
     assert m.loc[m["source"] == "wgan-gp", "width"].eq(16).all()
-    assert m.loc[m["source"] == "face2face", "group"].str.startswith("face2face/frame-").all()
-    assert card["groups_unknown"] == ["face2face", "faceswap"] and card["with_masks"]
+    # noise frames share nothing: every frame is a pseudo-video of its own
+    assert m.loc[m["source"] == "face2face", "group"].str.startswith(
+        "face2face/pseudo-video-").all()
+    assert m.attrs["groups"]["origin"] == "inferred" and m.attrs["groups"]["n_groups"] == 7
+    assert card["groups_unknown"] == [] and card["with_masks"]
     assert card["prefix_map"] == [[AUTHOR, str(root.resolve())]]
     assert card["lists"]["eval"]["rows"] == (m["split"] == "eval").sum()
 
@@ -124,6 +128,7 @@ def test_two_column_lists_and_source_inference(tmp_path):
     card = import_lists(tmp_path / "train.txt", tmp_path / "eval.txt", tmp_path / "out",
                         map_prefix=[("/old/FFHQ_raw", str(tmp_path))], progress=False)
     assert not card["with_masks"] and card["groups_unknown"] == []
+    assert "groups" not in card  # FFHQ only: every image is its own, recorded, identity
     assert card["built"] == {"eval": {"ffhq": 2}, "train": {"ffhq": 2}}
 
 

@@ -88,8 +88,15 @@ def test_recipe_4_counts_groups_sizes_and_determinism(sources, tmp_path):
             assert built[(split, src)] == n, (split, src)
     assert card["audit"]["ok"]
     assert (m.groupby("group")["split"].nunique() == 1).all()
-    ff = m[m["source"] == "face2face"]
-    assert ff["group"].str.match(r"face2face/\d{3}_\d{3}$").all()  # grouped by video
+    edited = m[m["label"] == 2]
+    # grouped by the people a video touches, Face2Face and FaceSwap together (fixture pairs
+    # chain: 000_003 and 003_024 are one group)
+    assert edited["group"].str.match(r"ffpp-ids:\d{3}(\+\d{3})+$").all()
+    assert "ffpp-ids:000+003+024" in set(edited["group"])
+    assert card["audit"]["identities_in_several_splits"] == 0
+    assert card["split_together"] == ["face2face", "faceswap"]
+    ids = edited.assign(i=edited["identities"].str.split(";")).explode("i")
+    assert (ids.groupby("i")["split"].nunique() == 1).all()
     sizes = m.groupby("source")[["width", "height"]].agg(lambda s: sorted(set(s)))
     assert sizes.loc["ffhq", "width"] == [64] and sizes.loc["wgan-gp", "width"] == [16]
     assert sizes.loc["stylegan", "width"] == [32]

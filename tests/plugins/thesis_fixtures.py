@@ -57,18 +57,20 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> None
 
 
 def make_ffpp_videos(base: Path, method: str, n_videos: int, n_frames: int, seed: int = 0,
-                     faceless: tuple[int, ...] = (), suffix: str = ".avi") -> tuple[Path, Path]:
+                     faceless: tuple[int, ...] = (), suffix: str = ".avi",
+                     names: list[str] | None = None) -> tuple[Path, Path]:
     """FaceForensics++'s layout: BASE/manipulated_sequences/<method>/c23/videos/<id>.avi and
     .../<method>/masks/videos/<id>.avi. Frames are noise with a 4x4 white marker (the "face")
     whose position moves; the mask video is white on a box around it. Videos whose index is
-    in ``faceless`` have no marker. Returns (videos dir, masks dir)."""
+    in ``faceless`` have no marker. ``names``: the video ids (default ``VVV_WWW`` with
+    ``WWW = 7 VVV + 3``). Returns (videos dir, masks dir)."""
     rng = np.random.default_rng(seed)
     videos = base / "manipulated_sequences" / method / "c23" / "videos"
     masks = base / "manipulated_sequences" / method / "masks" / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
     for v in range(n_videos):
-        vid = f"{v:03d}_{(v * 7 + 3) % 1000:03d}"
+        vid = names[v] if names else f"{v:03d}_{(v * 7 + 3) % 1000:03d}"
         frames, mask_frames = [], []
         for i in range(n_frames):
             f = noise(rng, FRAME, FRAME, top=180)
