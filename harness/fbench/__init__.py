@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 from fbench.errors import FbenchError, UnknownNameError
 from fbench.hookspecs import hookimpl
 from fbench.recipes import Recipe
-from fbench.specs import LABELS, AblationSpec, DatasetSpec, DetectorSpec, TransformSpec
+from fbench.specs import (
+    LABELS,
+    AblationSpec,
+    DatasetSpec,
+    DetectorSpec,
+    ProbeFeatureSpec,
+    TransformSpec,
+)
 
 __version__ = "0.1.0"
 
@@ -38,6 +45,7 @@ _LAZY = {
     "compute_metrics": "fbench.metrics",
     "registered": "fbench.registry",
     "load_built_dataset": "fbench.built",
+    "difference_hash": "fbench.audit",
     "read_state_dict": "fbench.weights",
     # atomic writes for plugins that store files of their own
     "write_json": "fbench.store",
@@ -46,11 +54,15 @@ _LAZY = {
     # the landmark cache a preparation command writes and a run reads
     "write_landmark_cache": "fbench.landmarks",
     "load_landmarks": "fbench.landmarks",
+    # the shortcut probe: which cheap cues predict the label before a table is believed
+    "run_probe": "fbench.probe",
+    "stored_probe": "fbench.probe",
+    "shortcut_warnings": "fbench.probe",
 }
 
 __all__ = [
-    "LABELS", "AblationSpec", "DatasetSpec", "DetectorSpec", "FbenchError", "Recipe",
-    "TransformSpec",
+    "LABELS", "AblationSpec", "DatasetSpec", "DetectorSpec", "FbenchError", "ProbeFeatureSpec",
+    "Recipe", "TransformSpec",
     "UnknownNameError", "hookimpl", *sorted(_LAZY),
 ]
 
@@ -81,6 +93,7 @@ if TYPE_CHECKING:  # pragma: no cover
         load_run,
         run,
     )
+    from fbench.audit import difference_hash
     from fbench.batch import Batch, DetectorOutput
     from fbench.built import load_built_dataset
     from fbench.config import RunConfig
@@ -88,6 +101,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fbench.landmarks import load_landmarks, write_landmark_cache
     from fbench.manifest import make_manifest, validate_manifest
     from fbench.metrics import compute_metrics
+    from fbench.probe import run_probe, shortcut_warnings, stored_probe
     from fbench.registry import registered
     from fbench.store import Run, read_json, write_json, write_parquet
     from fbench.weights import read_state_dict

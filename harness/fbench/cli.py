@@ -242,6 +242,16 @@ def _show(run_dir: Path, console: Console) -> None:
                       f"{run.summary['seconds']:.0f} s")
     console.print(results_table(metrics, "eval split (recomputed from predictions.parquet)"))
     console.print(confusion_table(metrics["confusion_matrix"]))
+    if (run.summary or {}).get("last"):
+        last = run.metrics("eval", "last")
+        console.print(f"last epoch ({run.summary['last']['epoch']}): eval macro-F1 "
+                      f"{last['macro_f1']:.4f}, accuracy {last['accuracy']:.4f} "
+                      "(recomputed from predictions-last.parquet)")
+    for line in cfg.get("warnings") or []:
+        console.print(f"[bold yellow]warning:[/] {line}")
+    settings = {k: cfg.get(k) for k in ("protocol", "resample", "tf32") if k in cfg}
+    if settings:
+        console.print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     if run.summary:
         stored = run.summary["eval"]
         drift = [k for k in ("macro_f1", "accuracy", "binary_auc")
@@ -707,6 +717,15 @@ def data_build_cmd(recipe: str, root: Path, out: Path, seed: int, scale: float |
         f"{k} {v}" for k, v in card["audit"].items() if k != "ok"))
 
 
+def _attach_probe() -> None:
+    from fbench.cli_probe import probe_cmd
+
+    data_group.add_command(probe_cmd)
+
+
+_attach_probe()
+
+
 @data_group.command("recipes")
 def data_recipes_cmd() -> None:
     """List the registered dataset recipes."""
@@ -743,6 +762,7 @@ def data_audit_cmd(dataset: str, data_root: Path | None, near: int,
     for title, frame in (("groups in several splits", report.group_leaks),
                          ("identical files in several splits", report.duplicate_leaks),
                          ("near-duplicates across splits", report.near_duplicate_leaks),
+                         ("identities in several splits", report.identity_leaks),
                          ("class balance against the recipe", report.balance)):
         if frame.empty:
             console.print(f"{title}: none" if title != "class balance against the recipe"

@@ -46,6 +46,12 @@ def register_recipes(register: Any) -> None:
 
 
 @hookspec
+def register_probe_features(register: Any) -> None:
+    """Register feature families for the shortcut probe (``fbench data probe``):
+    ``register(ProbeFeatureSpec(...))``."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add click commands to the ``fbench`` CLI (``cli`` is the root group; its ``data``
     group takes dataset preparation commands)."""

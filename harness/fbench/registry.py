@@ -23,7 +23,13 @@ import pluggy
 
 from fbench import hookspecs
 from fbench.errors import FbenchError, UnknownNameError
-from fbench.specs import AblationSpec, DatasetSpec, DetectorSpec, TransformSpec
+from fbench.specs import (
+    AblationSpec,
+    DatasetSpec,
+    DetectorSpec,
+    ProbeFeatureSpec,
+    TransformSpec,
+)
 
 ENTRY_POINT_GROUP = "fbench"
 BUILTIN_DISTRIBUTION = "fbench"
@@ -33,6 +39,8 @@ _KINDS: dict[str, tuple[str, type]] = {
     "dataset": ("register_datasets", DatasetSpec),
     "transform": ("register_transforms", TransformSpec),
     "detector": ("register_detectors", DetectorSpec),
+    # feature families of the shortcut probe (fbench.probe); same name rules as the rest
+    "probe feature": ("register_probe_features", ProbeFeatureSpec),
 }
 
 
@@ -47,6 +55,7 @@ class PluginInfo:
     datasets: tuple[str, ...]
     transforms: tuple[str, ...]
     detectors: tuple[str, ...]
+    probe_features: tuple[str, ...] = ()
 
 
 class Registry:
@@ -235,7 +244,7 @@ class Registry:
                 name=name, distribution=dist, version=version,
                 builtin=dist == BUILTIN_DISTRIBUTION,
                 datasets=owned("dataset"), transforms=owned("transform"),
-                detectors=owned("detector"),
+                detectors=owned("detector"), probe_features=owned("probe feature"),
             ))
         return infos
 

@@ -1,7 +1,9 @@
 """Entry point of the landmark plugin: the ``two-stream-landmark`` detector (RGB + facial
 landmark heatmaps, after Songsri-in & Zafeiriou, arXiv 1910.05455), the `fbench data
-landmarks` command that computes mediapipe face-mesh landmarks once per dataset, and a run-end
-hook that copies the run's landmark coverage into its summary.
+landmarks` command that computes mediapipe face-mesh landmarks once per dataset, a run-end
+hook that copies the run's landmark coverage into its summary, and the shortcut probe's
+``face-found`` feature (`fbench data probe`): whether a face was found, the cue this detector's
+empty landmark maps give away.
 
 Nothing heavy here (every fbench start imports this module): torch, timm and mediapipe load
 inside the factory and the command.
@@ -13,10 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fbench import DetectorSpec, hookimpl
+from fbench import DetectorSpec, ProbeFeatureSpec, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from fbench_landmarks.model import TwoStreamLandmark
+    from fbench_landmarks.probe import FaceFound
 
 NAME = "two-stream-landmark"
 
@@ -55,6 +60,25 @@ def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
         defaults={"lr": 1e-3, "batch_size": 32},
         traits={"backbone": "ResNet18 + small CNN", "head": "landmark heatmaps",
                 "fusion": "mid (option)", "multi_task": "optional (mask)"},
+    ))
+
+
+def make_face_found(manifest: pd.DataFrame) -> FaceFound:
+    """The probe's ``face-found`` feature over ``manifest``: the landmark cache's answers
+    where there is one, else mediapipe on the fly (imported only then)."""
+    from fbench_landmarks.probe import FaceFound
+
+    return FaceFound(manifest)
+
+
+@hookimpl
+def register_probe_features(register: Callable[[ProbeFeatureSpec], Any]) -> None:
+    register(ProbeFeatureSpec(
+        name="face-found",
+        summary="a face was found (0/1) by the face mesh behind two-stream-landmark's "
+                "landmark maps (its landmark cache, else on the fly)",
+        spectral=False,
+        factory=make_face_found,
     ))
 
 
