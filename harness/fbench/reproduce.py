@@ -66,6 +66,14 @@ def run_config(run: Run) -> RunConfig:
     from fbench.data import stored_resampler
 
     data["resample"] = stored_resampler(run.config)  # older runs resized with INTER_AREA
+    used = run.config.get("detector_options")
+    if used is not None:
+        # every option as the run used it, so a default changed since (GraftNet's residual,
+        # the reference initialisation) does not change the reproduced model; the input size
+        # still follows the run's input size unless the user had set it
+        given = run.config.get("options") or {}
+        data["options"] = {k: v for k, v in used.items()
+                           if k != "input_size" or k in given}
     # config.json's "audit" holds the audit's result, not the setting: a dict with
     # skipped=True means --skip-audit, anything else that the audit was on.
     audit = run.config.get("audit")
@@ -363,6 +371,10 @@ def reproduce(run: Run | str | Path, *, out: str | Path | None = None, force: bo
                           f"{r.status.get('state', 'unknown')}); there is nothing to compare "
                           "a rerun with.", "reproduce a completed run.")
     cfg = run_config(r)
+    if "detector_options" not in r.config:
+        console.print("[yellow]warning:[/] this run predates recorded detector options; the "
+                      "rerun builds the detector with today's defaults, which may differ from "
+                      "the run's (e.g. GraftNet's residual, the F3Net/ResNet initialisation).")
     dev = str(resolve_device(device or cfg.device))
     changes: dict[str, Any] = {
         "out": str(out if out is not None else r.path.parent / "reproduce"),

@@ -110,7 +110,7 @@ class DetectorSpec:
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Training recipes a publication used, ``{protocol: settings}``, applied by
     ``fbench run --protocol NAME`` (e.g. ``{"thesis": {"lr": 2e-3, "batch_size": 32,
-    "epochs": 30, "input_size": 224, "options": {"dice": "batch"}}}``): any run setting
+    "epochs": 30, "input_size": 224, "options": {"dice_reduction": "batch"}}}``): any run setting
     (``RunConfig`` field) plus ``options`` for the factory. Flags the user gives still win."""
 
     def __post_init__(self) -> None:

@@ -66,6 +66,11 @@ def parameters(config: dict[str, Any]) -> tuple[float, int | None]:
     return n, config.get("parameters_counted_at")
 
 
+def _literal(value: Any) -> str:
+    """An option value as ``--set`` takes it (``true``, not Python's ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def run_row(run: Run, checkpoint: str = "selected") -> dict[str, Any]:
     """The numbers of one run, recomputed from its stored predictions of ``checkpoint``
     (``selected``: the epoch chosen on validation; ``last``: the final epoch)."""
@@ -87,7 +92,8 @@ def run_row(run: Run, checkpoint: str = "selected") -> dict[str, Any]:
         "checkpoint": checkpoint,
         # what makes two runs the same configuration (seeds of one experiment aggregate)
         "config": configuration_key(cfg),
-        "options": ", ".join(f"{k}={v}" for k, v in sorted((cfg.get("options") or {}).items())),
+        "options": ", ".join(f"{k}={_literal(v)}"
+                             for k, v in sorted((cfg.get("options") or {}).items())),
         "groups": (cfg.get("groups") or {}).get("origin", "recorded"),
         **{f"setting:{k}": setting(cfg, k) for k in SHOWN_SETTINGS},
     }

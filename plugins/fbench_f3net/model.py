@@ -18,7 +18,7 @@ from fbench_f3net.lfs import LFS_ORDERS, LFSHead
 from fbench_f3net.mixblock import MixBlock
 from fbench_f3net.options import parse_int_list
 from fbench_f3net.seg import DICE_REDUCTIONS, SegDecoder, multitask_loss
-from fbench_f3net.xception import EXIT, XceptionBackbone, kept_blocks
+from fbench_f3net.xception import EXIT, XceptionBackbone, check_init, kept_blocks
 
 VARIANTS = ("xception", "fad", "lfs", "both", "mix", "mix-seg")
 MIX_AFTER = {"thesis": (8, 11), "full": (7, 12)}
@@ -68,17 +68,21 @@ class F3Net(Detector):
     - ``both``: both streams, pooled features concatenated (4096);
     - ``mix``: both streams exchanging information through MixBlocks after ``mix_after``.
 
-    Every variant ends in dropout (``dropout``, 0.2) and a linear classifier.
+    Every variant ends in dropout (``dropout``, 0.2) and a linear classifier. ``init`` is the
+    Xception backbones' initialisation (``reference``: PyTorch's defaults, as the thesis;
+    ``timm``: timm's Kaiming fan-out); every other layer has PyTorch's defaults either way, as
+    in the thesis's code.
     """
 
     def __init__(self, variant: str = "mix", num_classes: int = 3, depth: str = "thesis",
                  input_size: int = 224, lfs_order: str = "log-first",
-                 mix_after: Any = None, dropout: float = 0.2) -> None:
+                 mix_after: Any = None, dropout: float = 0.2, init: str = "reference") -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise FbenchError(f"unknown F3Net variant {variant!r}.",
                               f"choose one of {', '.join(VARIANTS)}.")
         kept_blocks(depth)  # validates depth
+        check_init(init)
         if lfs_order not in LFS_ORDERS:
             raise FbenchError(f"unknown lfs_order {lfs_order!r}.",
                               "use lfs_order=paper (sum, then log) or log-first (the thesis).")
@@ -95,11 +99,11 @@ class F3Net(Detector):
         self.mixes = variant in ("mix", "mix-seg")
         self.mix_after = parse_mix_after(mix_after, depth) if self.mixes else ()
 
-        self.rgb = XceptionBackbone(3, depth) if variant == "xception" else None
+        self.rgb = XceptionBackbone(3, depth, init=init) if variant == "xception" else None
         self.fad_head = FADHead(input_size) if uses_fad else None
-        self.fad = XceptionBackbone(12, depth) if uses_fad else None
+        self.fad = XceptionBackbone(12, depth, init=init) if uses_fad else None
         self.lfs_head = LFSHead(order=lfs_order) if uses_lfs else None
-        self.lfs = XceptionBackbone(6, depth, stem_stride=1) if uses_lfs else None
+        self.lfs = XceptionBackbone(6, depth, stem_stride=1, init=init) if uses_lfs else None
         self.mix = None
         if self.mixes:
             assert self.fad is not None
@@ -155,9 +159,10 @@ class F3NetSeg(F3Net):
     def __init__(self, num_classes: int = 3, depth: str = "thesis", input_size: int = 224,
                  lfs_order: str = "log-first", mix_after: Any = None, dropout: float = 0.2,
                  ce_weight: float = 1.0, bce_weight: float = 1.0, dice_weight: float = 1.0,
-                 dice_reduction: str = "image", decoder_activation: str = "none") -> None:
+                 dice_reduction: str = "image", decoder_activation: str = "none",
+                 init: str = "reference") -> None:
         super().__init__("mix-seg", num_classes, depth, input_size, lfs_order, mix_after,
-                         dropout)
+                         dropout, init)
         if dice_reduction not in DICE_REDUCTIONS:
             raise FbenchError(f"unknown dice_reduction {dice_reduction!r}.",
                               "use image (per image, averaged) or batch (the thesis).")

@@ -1,6 +1,8 @@
 """The Xception backbone of every F3Net stream: timm's ``legacy_xception`` (the Keras-ported
 Xception the public F3Net code used), with an adapted stem and, at the thesis's depth, the
-middle-flow blocks 4–7 removed. Run stage by stage so MixBlocks can sit between blocks."""
+middle-flow blocks 4–7 removed. Run stage by stage so MixBlocks can sit between blocks.
+
+Its weights start as the thesis's did (``init="reference"``) unless ``init="timm"``."""
 
 from __future__ import annotations
 
@@ -10,6 +12,12 @@ from torch import nn
 from fbench import FbenchError
 
 DEPTHS = ("thesis", "full")
+INITS = ("reference", "timm")
+"""``reference``: PyTorch's default initialisation of every layer, which the thesis's Xception
+got (its ``xception.py`` has the Kaiming loop commented out, and its 12- and 6-channel stems are
+fresh ``nn.Conv2d``); ``timm``: timm's ``legacy_xception`` loop, Kaiming-normal fan-out on every
+convolution, which gives the depthwise 3 × 3 convolutions a far smaller scale (std
+``sqrt(2 / (9·C))`` instead of ``1 / sqrt(27)``)."""
 THESIS_REMOVED = (4, 5, 6, 7)
 """Middle-flow blocks the thesis commented out of its Xception, in every variant."""
 
@@ -20,6 +28,21 @@ STEM, EXIT = 0, 13
 
 _STEM = ("conv1", "bn1", "act1", "conv2", "bn2", "act2")
 _EXIT = ("conv3", "bn3", "act3", "conv4", "bn4", "act4")
+
+
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise FbenchError(f"unknown init {init!r}.",
+                          "use init=reference (PyTorch's default, as the thesis's Xception) or "
+                          "init=timm (Kaiming fan-out on every convolution).")
+
+
+def reset_to_default_init(module: nn.Module) -> None:
+    """Give every convolution, linear layer and batch norm in ``module`` PyTorch's default
+    initialisation again (what a freshly built ``nn.Conv2d`` etc. gets)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm2d):
+            m.reset_parameters()
 
 
 def kept_blocks(depth: str) -> tuple[int, ...]:
@@ -34,15 +57,19 @@ class XceptionBackbone(nn.Module):
     """Xception features ``[B, in_chans, H, W]`` → ``[B, 2048, h, w]`` (no pooling, no head).
 
     ``stem_stride=1`` is the LFS stream's stem (its input is already at half resolution).
+    ``init``: see :data:`INITS`.
     Module names equal timm's ``legacy_xception`` (``conv1``, ``block8``, ``conv4``, …), so its
     ImageNet state dict loads with :meth:`load_xception_state`.
     """
 
-    def __init__(self, in_chans: int = 3, depth: str = "thesis", stem_stride: int = 2) -> None:
+    def __init__(self, in_chans: int = 3, depth: str = "thesis", stem_stride: int = 2,
+                 init: str = "reference") -> None:
         super().__init__()
         import timm
 
+        check_init(init)
         self.depth = depth
+        self.init = init
         self.blocks = kept_blocks(depth)
         net = timm.create_model("legacy_xception", pretrained=False, num_classes=0,
                                 in_chans=in_chans)
@@ -52,6 +79,9 @@ class XceptionBackbone(nn.Module):
             net.conv1 = conv1
         for name in _STEM + tuple(f"block{k}" for k in self.blocks) + _EXIT:
             self.add_module(name, getattr(net, name))
+        if init == "reference":
+            # After the modules are taken: timm's loop has run on them, and this undoes it.
+            reset_to_default_init(self)
         self.in_chans = in_chans
         self.stem_stride = stem_stride
         self.num_features = 2048
@@ -111,4 +141,4 @@ class XceptionBackbone(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_chans={self.in_chans}, depth={self.depth!r}, stem_stride={self.stem_stride}, "
-                f"blocks={self.blocks}")
+                f"init={self.init!r}, blocks={self.blocks}")

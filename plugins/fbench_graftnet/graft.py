@@ -39,7 +39,9 @@ class GraftAttention(nn.Module):
     input size.
 
     The output projection starts near zero (``N(0, 0.001)``, bias 0), as in the thesis's
-    attention module, so a residual around this block starts close to the identity.
+    attention module: the classifier after it starts from an almost-zero map (batch norm
+    rescales it), and a residual around the block (``residual=True``) starts close to the
+    identity.
     """
 
     def __init__(self, grid: int = THESIS_GRID, heads: int = 8, attn_dropout: float = 0.1,

@@ -3,8 +3,13 @@
 Three streams see the same ImageNet-normalised image: F3Net's FAD head (12 channels) and LFS
 head (6 channels), reused from ``fbench_f3net``, and a small RGB stem. Each is reduced by
 Xception blocks to 32 × (input / 8)² maps; graft attention lets RGB ask (queries) and LFS answer
-(keys) which FAD channels (values) to mix; the result is added to the FAD map and classified by
-four more Xception blocks. GraftNet-Seg decodes the same fused map to a forgery mask.
+(keys) which FAD channels (values) to mix; the attention's output (by default alone, as the
+thesis's published code; plus the FAD map with ``residual=True``, as its figure) is classified
+by four more Xception blocks. GraftNet-Seg decodes the same fused map to a forgery mask.
+
+Every layer starts with PyTorch's default initialisation, as in the thesis's code (timm's
+Xception ``Block`` carries no initialisation of its own), except the attention's output
+projection (see :class:`~fbench_graftnet.graft.GraftAttention`).
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ def _check_options(input_size: Any, token_grid: Any, heads: Any, residual: Any,
             "(the thesis: token_grid=28, heads=8).")
     if not isinstance(residual, bool):
         raise FbenchError(f"residual must be true or false, got {residual!r}.",
-                          "write --set residual=false to drop the FAD residual.")
+                          "write --set residual=true to add the FAD map (the thesis's "
+                          "figure); false, the default, is its published code.")
     if lfs_order not in LFS_ORDERS:
         raise FbenchError(f"unknown lfs_order {lfs_order!r}.",
                           "use lfs_order=log-first (the thesis) or paper (sum, then log).")
@@ -77,14 +83,14 @@ class GraftNet(Detector):
     - LFS: head → 6 × 112² → two Xception blocks → 32 × 28²;
     - RGB: 3 × 3 conv (stride 2) → 16 × 112² → two Xception blocks → 32 × 28²;
     - graft attention (queries RGB, keys LFS, values FAD; ``heads`` heads over 32 tokens of
-      ``token_grid²`` values), plus the FAD map when ``residual`` (the thesis's figure; its
-      published code classifies the attention output alone: ``residual=False``);
+      ``token_grid²`` values): its output alone is the fused map, as in the thesis's published
+      code (the model behind its table); ``residual=True`` adds the FAD map, as its figure;
     - Xception blocks 32 → 64 → 128 (each halving) → 256 → 256, ReLU, global average pool,
       dropout, linear classifier.
     """
 
     def __init__(self, num_classes: int = 3, input_size: int = 224,
-                 token_grid: int = THESIS_GRID, heads: int = 8, residual: bool = True,
+                 token_grid: int = THESIS_GRID, heads: int = 8, residual: bool = False,
                  lfs_order: str = "log-first", dropout: float = 0.2) -> None:
         super().__init__()
         _check_options(input_size, token_grid, heads, residual, lfs_order, dropout)
@@ -137,7 +143,7 @@ class GraftNetSeg(GraftNet):
     """
 
     def __init__(self, num_classes: int = 3, input_size: int = 224,
-                 token_grid: int = THESIS_GRID, heads: int = 8, residual: bool = True,
+                 token_grid: int = THESIS_GRID, heads: int = 8, residual: bool = False,
                  lfs_order: str = "log-first", dropout: float = 0.2, ce_weight: float = 1.0,
                  bce_weight: float = 1.0, dice_weight: float = 1.0,
                  dice_reduction: str = "image", decoder_activation: str = "none") -> None:

@@ -4,8 +4,9 @@ detectors and their ablation group. torch and timm are imported inside the facto
 
 Shared options: ``input_size`` (side of the learnable FAD filters; the harness passes the run's
 size), ``token_grid`` (side of the attention's token grid, 28 as the thesis at any input size),
-``heads``, ``residual`` (add the attention to the FAD map, as the thesis's figure),
-``lfs_order`` and ``dropout``.
+``heads``, ``residual`` (``false``, the default: the classifier sees the attention's output
+alone, as the thesis's published code, the model behind its table; ``true``: the attention is
+added to the FAD map, as the thesis's figure), ``lfs_order`` and ``dropout``.
 """
 
 from __future__ import annotations
@@ -18,17 +19,32 @@ from fbench import AblationSpec, DetectorSpec, hookimpl
 if TYPE_CHECKING:  # pragma: no cover
     from fbench_graftnet.model import GraftNet, GraftNetSeg
 
-# The thesis trained both GraftNets as its F3Nets: Adam, lr 0.002, weight decay 1e-4, with a
-# batch of 64 on each of three GPUs (192 in all).
+# The thesis trained both GraftNets as its F3Nets: Adam, lr 0.002, weight decay 1e-4, betas
+# (0.9, 0.999), 30 epochs, 224 px, with `batch_size = 64 * gpu_nums`, gpu_nums = 3: one
+# DataLoader batch of 192 that DataParallel splits (shenjiyuan123/Graduate_thesis,
+# deepfake/configs/graftnet.py and graftnet_seg.py). fbench's defaults carry lr and batch;
+# `--protocol thesis` the whole recipe.
 _LR = 2e-3
 _BATCH = 192
 
 
+def thesis_protocol(needs_masks: bool) -> dict[str, Any]:
+    """The run settings (and factory options) of the thesis's recipe."""
+    recipe: dict[str, Any] = {"optimizer": "adam", "lr": _LR, "weight_decay": 1e-4,
+                              "epochs": 30, "input_size": 224, "batch_size": _BATCH}
+    if needs_masks:
+        # deepfake/utilis.py dice_loss: one Dice over the whole flattened batch
+        recipe["options"] = {"dice_reduction": "batch"}
+    return recipe
+
+
+
 def make_graftnet(num_classes: int = 3, input_size: int = 224, token_grid: int = 28,
-                  heads: int = 8, residual: bool = True, lfs_order: str = "log-first",
+                  heads: int = 8, residual: bool = False, lfs_order: str = "log-first",
                   dropout: float = 0.2) -> GraftNet:
     """FAD, LFS and RGB streams joined by graft attention (queries RGB, keys LFS, values
-    FAD), added to the FAD map, then Xception blocks → pool → dropout → FC."""
+    FAD); its output (plus the FAD map if ``residual``), then Xception blocks → pool →
+    dropout → FC."""
     from fbench_graftnet.model import GraftNet
 
     return GraftNet(num_classes=num_classes, input_size=input_size, token_grid=token_grid,
@@ -36,7 +52,7 @@ def make_graftnet(num_classes: int = 3, input_size: int = 224, token_grid: int =
 
 
 def make_graftnet_seg(num_classes: int = 3, input_size: int = 224, token_grid: int = 28,
-                      heads: int = 8, residual: bool = True, lfs_order: str = "log-first",
+                      heads: int = 8, residual: bool = False, lfs_order: str = "log-first",
                       dropout: float = 0.2, ce_weight: float = 1.0, bce_weight: float = 1.0,
                       dice_weight: float = 1.0, dice_reduction: str = "image",
                       decoder_activation: str = "none") -> GraftNetSeg:
@@ -81,6 +97,7 @@ def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
                     "fusion": "graft attention",
                     "multi_task": "yes (mask)" if needs_masks else "no"},
             references={"thesis, seg_2": _THESIS_TABLE[name]},
+            protocols={"thesis": thesis_protocol(needs_masks)},
         ))
 
 

@@ -3,17 +3,34 @@ when writing a new one."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fbench import DetectorSpec, hookimpl
+
+# The thesis's training recipe for its ResNet18 baseline (`fbench run --protocol thesis`).
+# Adam (weight decay 1e-4, betas 0.9/0.999), 30 epochs, images resized to 224: its
+# deepfake/train.py and deepfake/configs/resnet.py. lr 2e-4: its notebook (0.02 collapsed, the
+# baseline run used 0.0002; the stored config still reads 0.002). Batch 512: the config reads
+# `batch_size = 128 * gpu_nums` with gpu_nums = 4, one DataLoader batch split by DataParallel,
+# so one Adam step sees 512 images (its logs of runs 1 and 3: 60 and 80 steps per epoch over
+# 30,500 and 40,500 images); the notebook's "batch size 128" for the baseline run is that
+# per-GPU factor.
+THESIS_PROTOCOL: dict[str, Any] = {
+    "optimizer": "adam", "lr": 2e-4, "weight_decay": 1e-4, "epochs": 30, "input_size": 224,
+    "batch_size": 512,
+}
 
 
 def make_resnet18(num_classes: int = 3, pretrained_path: str | None = None,
-                  drop_rate: float = 0.0):
+                  drop_rate: float = 0.0, init: str = "reference"):
     """timm's resnet18, trained from scratch unless ``pretrained_path`` names a local
     state dict (loaded with ``weights_only=True``; the classifier head is re-initialised
-    when its shape differs)."""
+    when its shape differs). ``init``: ``reference`` (torchvision's initialisation, as the
+    thesis's ``torchvision.models.resnet18``) or ``timm`` (the last batch norm of every
+    residual block starts at zero)."""
     from fbench_resnet.model import build_resnet
 
-    return build_resnet("resnet18", num_classes, pretrained_path, drop_rate)
+    return build_resnet("resnet18", num_classes, pretrained_path, drop_rate, init)
 
 
 @hookimpl
@@ -29,4 +46,5 @@ def register_detectors(register) -> None:
         traits={"backbone": "ResNet18", "head": "–", "fusion": "–", "multi_task": "no"},
         # the thesis's final table (eval split of seg_2): a reference, not a result
         references={"thesis, seg_2": {"accuracy": 83.04, "macro_f1": 87.23, "params_m": 11.4}},
+        protocols={"thesis": THESIS_PROTOCOL},
     ))

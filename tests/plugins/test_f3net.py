@@ -1,6 +1,7 @@
 """The F3Net family: the thesis's parameter counts, every variant forward and backward at the
-thesis's, the paper's and a CPU-sized input, the heads against their definitions, the
-multi-task loss, local weights, and one run through the engine."""
+thesis's, the paper's and a CPU-sized input, the heads against their definitions, the Xception's
+initialisation (the thesis's and timm's), the multi-task loss and its two Dice reductions, the
+thesis's recipe, local weights, and one run through the engine."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from detector_helpers import make_batch, n_params
+from detector_helpers import default_init_bound, make_batch, n_params, thesis_recipe
 from scipy.fft import dctn
+from torch import nn
 
 import fbench
 from fbench import FbenchError
@@ -20,7 +22,8 @@ from fbench_f3net.fad import FADHead, band_masks
 from fbench_f3net.lfs import LFSHead
 from fbench_f3net.mixblock import MixBlock
 from fbench_f3net.model import parse_mix_after
-from fbench_f3net.seg import dice_loss
+from fbench_f3net.seg import dice_loss, mask_losses
+from fbench_f3net.xception import XceptionBackbone
 
 VARIANTS = ("xception", "fad", "lfs", "both", "mix", "mix-seg")
 # Trainable parameters (3 classes, thesis depth) in the thesis's table, in millions.
@@ -56,6 +59,44 @@ def test_parameter_counts_match_the_thesis_table():
         assert abs(n_params(model) / 1e6 - THESIS_PARAMS[v]) < 0.05, v
         # Nothing is frozen: the DCT matrices and band masks are buffers, not parameters.
         assert all(p.requires_grad for p in model.parameters())
+        # By default every stream starts as the thesis's did: PyTorch's default init keeps a
+        # weight within 1/sqrt(fan_in), which timm's Kaiming normal on the stem overshoots.
+        for stream in model.backbones():
+            for conv in (stream.conv1, stream.conv2):
+                w = conv.weight.detach()
+                assert float(w.abs().max()) <= default_init_bound(w), v
+
+
+def _has_default_init(weight: torch.Tensor) -> bool:
+    """Whether ``weight`` looks drawn as PyTorch draws a fresh conv's: uniform within
+    ±1/sqrt(fan_in), so with std bound/sqrt(3)."""
+    bound = default_init_bound(weight)
+    std = float(weight.std())
+    return float(weight.abs().max()) <= bound and abs(std / (bound / 3 ** 0.5) - 1) < 0.1
+
+
+def test_reference_init_is_pytorchs_default_as_the_thesis_and_timm_init_differs():
+    torch.manual_seed(0)
+    layers = ("conv1", "conv2", "block8.rep.1.conv1", "block8.rep.1.pointwise",
+              "block12.skip", "conv4.pointwise")
+    for in_chans, stride in ((12, 2), (6, 1)):  # the FAD and LFS streams' stems
+        reference = XceptionBackbone(in_chans, stem_stride=stride)  # the default
+        timm_init = XceptionBackbone(in_chans, stem_stride=stride, init="timm")
+        # The thesis's own stem, a fresh conv, for comparison with the analytic bound.
+        thesis_stem = nn.Conv2d(in_chans, 32, 3, stride, 0, bias=False)
+        assert _has_default_init(thesis_stem.weight.detach())
+        for name in layers:
+            ours = reference.get_submodule(name).weight.detach()
+            assert _has_default_init(ours), (in_chans, name)
+            assert not _has_default_init(timm_init.get_submodule(name).weight.detach()), name
+        # Batch norms start at weight 1, bias 0 under both.
+        for model in (reference, timm_init):
+            norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+            assert norms and all(bool((m.weight == 1).all() and (m.bias == 0).all())
+                                 for m in norms)
+    assert n_params(reference) == n_params(timm_init)
+    with pytest.raises(FbenchError, match="unknown init"):
+        fbench.create_detector("f3net-xception", init="kaiming")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -220,6 +261,44 @@ def test_dice_reductions():
     assert torch.allclose(per_image, torch.tensor(0.5))        # (0 + 1) / 2
     whole = dice_loss(probs, target, "batch", smooth=0.0)
     assert torch.allclose(whole, torch.tensor(1.0 - 8.0 / 9.0))  # the big mask dominates
+
+
+def test_batch_dice_is_the_thesis_one_dice_over_the_flattened_batch():
+    # A generated image's all-one mask and a real image's all-zero mask, as the thesis's, and
+    # a decoder that says 0.5 everywhere (logits 0).
+    masks = torch.stack([torch.ones(1, 4, 4), torch.zeros(1, 4, 4)])
+    logits = torch.zeros(2, 1, 4, 4)
+    batch = mask_losses(logits, masks, None, "batch")["dice"]
+    # One Dice over all 32 pixels, smooth 1e-4 (the thesis's): intersection 8, sums 16 + 16.
+    assert torch.allclose(batch, torch.tensor(1.0 - 16.0001 / 32.0001))
+    # Per image (smooth 1): (1 - 17/25) for the all-one mask, (1 - 1/9) for the all-zero one.
+    image = mask_losses(logits, masks, None, "image")["dice"]
+    assert torch.allclose(image, torch.tensor((8 / 25 + 8 / 9) / 2))
+
+
+def test_mix_seg_thesis_protocol_trains_with_batch_dice():
+    recipe = thesis_recipe("f3net-mix-seg")
+    assert recipe["options"] == {"dice_reduction": "batch"}
+    model = fbench.create_detector("f3net-mix-seg", **recipe["options"]).eval()
+    batch = make_batch(32)
+    batch.masks = torch.stack([torch.ones(1, 32, 32), torch.zeros(1, 32, 32)])
+    with torch.no_grad():
+        out = model(batch)
+        dice = model.loss(out, batch)["dice"]
+    p, t = out.mask.double(), batch.masks.double()
+    by_hand = 1 - (2 * (p * t).sum() + 1e-4) / (p.sum() + t.sum() + 1e-4)
+    assert torch.allclose(dice.double(), by_hand, atol=1e-6)
+    assert not torch.allclose(dice, dice_loss(out.mask, batch.masks, "image"), atol=1e-3)
+
+
+def test_thesis_protocols():
+    batch = {"xception": 192, "fad": 192, "lfs": 192, "both": 72, "mix": 72, "mix-seg": 96}
+    for v in VARIANTS:
+        recipe = thesis_recipe(f"f3net-{v}")
+        assert recipe["lr"] == 2e-3 and recipe["batch_size"] == batch[v], v
+        # Dice is the only model option the thesis's recipe changes from fbench's defaults.
+        assert recipe.get("options", {}) == ({"dice_reduction": "batch"} if v == "mix-seg"
+                                             else {}), v
 
 
 def test_pretrained_xception_weights_load_into_every_stream(tmp_path):

@@ -1,7 +1,8 @@
 """The GraftNet family: the thesis's parameter count, forward and backward at a CPU-sized, a
 small and the thesis's input, the graft attention against torch's multi-head attention, the
-streams in their thesis roles, the multi-task loss, the refusal of a dataset without masks, and
-a short training that beats chance."""
+streams in their thesis roles, the published code's fusion as the default (the figure's FAD
+residual as an option), the thesis's initialisation, the multi-task loss, the thesis's recipe,
+the refusal of a dataset without masks, and a short training that beats chance."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from detector_helpers import make_batch, n_params
+from detector_helpers import default_init_bound, make_batch, n_params, thesis_recipe
 from torch import nn
 
 import fbench
@@ -140,8 +141,8 @@ def test_graft_attention_is_multi_head_attention_over_channel_tokens():
         GraftAttention(grid=3, heads=8)
 
 
-def test_streams_take_their_thesis_roles_and_fad_is_the_residual():
-    model = fbench.create_detector("graftnet", input_size=64).eval()
+def test_streams_take_their_thesis_roles_and_the_residual_adds_fad():
+    model = fbench.create_detector("graftnet", input_size=64, residual=True).eval()
     seen: dict[str, torch.Tensor] = {}
     hooks = [model.rgb.register_forward_hook(lambda m, i, o: seen.__setitem__("rgb", o)),
              model.lfs.register_forward_hook(lambda m, i, o: seen.__setitem__("lfs", o)),
@@ -164,6 +165,73 @@ def test_streams_take_their_thesis_roles_and_fad_is_the_residual():
     with torch.no_grad():
         _, alone, _ = model.features(images)
     assert torch.allclose(alone, seen["attended"], atol=1e-6)
+
+
+def _classify(model: nn.Module, fused: torch.Tensor) -> torch.Tensor:
+    """The logits the classifier makes of a fused map (eval mode)."""
+    return model.fc(F.adaptive_avg_pool2d(F.relu(model.blocks(fused)), 1).flatten(1))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_by_default_the_classifier_sees_the_attention_output_alone(name):
+    # The thesis's published code, the model behind its 98.92 / 99.69: no FAD residual.
+    torch.manual_seed(0)
+    default = fbench.create_detector(name, input_size=32, token_grid=4).eval()
+    figure = fbench.create_detector(name, input_size=32, token_grid=4, residual=True).eval()
+    figure.load_state_dict(default.state_dict())  # identical weights, only the fusion differs
+    batch = make_batch(32)
+    seen: dict[str, torch.Tensor] = {}
+    default.graft.register_forward_hook(lambda m, i, o: seen.__setitem__("attended", o))
+    with torch.no_grad():
+        logits = default(batch).logits
+        assert torch.allclose(logits, _classify(default, seen["attended"]), atol=1e-5)
+        assert not torch.allclose(logits, figure(batch).logits, atol=1e-3)
+        # Silence the attention: by default nothing of the image reaches the classifier any
+        # more, while the figure's model still classifies the FAD map.
+        for model in (default, figure):
+            model.graft.out.weight.zero_()
+            model.graft.out.bias.zero_()
+        silent, fad_only = default(batch).logits, figure(batch).logits
+    assert torch.allclose(silent[0], silent[1], atol=1e-6)
+    assert not torch.allclose(fad_only[0], fad_only[1], atol=1e-3)
+
+
+def test_every_layer_starts_as_in_the_thesis_code():
+    # The thesis's GraftNet applies no initialisation of its own (its Xception blocks neither):
+    # PyTorch's defaults, uniform within 1/sqrt(fan_in), except the attention's output
+    # projection, N(0, 0.001) as its attention module sets it.
+    torch.manual_seed(0)
+    model = fbench.create_detector("graftnet-seg")
+    layers = [(n, m) for n, m in model.named_modules()
+              if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear) and n != "graft.out"]
+    assert len(layers) > 40
+    for name, layer in layers:
+        w = layer.weight.detach()
+        bound = default_init_bound(w)
+        assert float(w.abs().max()) <= bound, name
+        if w.numel() >= 256:  # enough draws for the uniform's std, bound / sqrt(3)
+            assert abs(float(w.std()) / (bound / 3 ** 0.5) - 1) < 0.15, name
+    assert abs(float(model.graft.out.weight.detach().std()) / 1e-3 - 1) < 0.05
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in norms)
+
+
+def test_thesis_protocols():
+    assert thesis_recipe("graftnet") == {"optimizer": "adam", "lr": 2e-3, "weight_decay": 1e-4,
+                                         "epochs": 30, "input_size": 224, "batch_size": 192}
+    recipe = thesis_recipe("graftnet-seg")
+    assert recipe["batch_size"] == 192 and recipe["options"] == {"dice_reduction": "batch"}
+    # The recipe's option gives the thesis's Dice: one over the flattened batch, smooth 1e-4.
+    model = fbench.create_detector("graftnet-seg", input_size=32, token_grid=4,
+                                   **recipe["options"]).eval()
+    batch = make_batch(32)
+    batch.masks = torch.stack([torch.ones(1, 32, 32), torch.zeros(1, 32, 32)])
+    with torch.no_grad():
+        out = model(batch)
+        dice = model.loss(out, batch)["dice"]
+    assert torch.allclose(dice, dice_loss(out.mask, batch.masks, "batch", smooth=1e-4),
+                          atol=1e-6)
+    assert not torch.allclose(dice, dice_loss(out.mask, batch.masks, "image"), atol=1e-3)
 
 
 @pytest.mark.parametrize("options, message", [
