@@ -12,7 +12,7 @@ os.environ["FBENCH_LOAD_PLUGINS"] = ""
 
 @pytest.fixture(autouse=True)
 def _fresh_registry(monkeypatch, tmp_path_factory):
-    from fbench.registry import reset_registry
+    from fbench.plugins.registry import reset_registry
 
     monkeypatch.setenv("FBENCH_LOAD_PLUGINS", "")
     # Synthetic datasets are cached per session, not in the user's home.
@@ -33,7 +33,7 @@ def _threads():
 def module_env(tmp_path_factory):
     """The same isolation for a module-scoped fixture (e.g. one training run shared by a
     module's tests), undone when the module ends."""
-    from fbench.registry import reset_registry
+    from fbench.plugins.registry import reset_registry
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FBENCH_LOAD_PLUGINS", "")

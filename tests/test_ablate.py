@@ -8,9 +8,9 @@ from click.testing import CliRunner
 from tiny import tiny_cnn
 
 import fbench
-from fbench.ablate import resolve_variants
 from fbench.cli import cli
-from fbench.registry import registered
+from fbench.plugins.registry import registered
+from fbench.report.ablate import resolve_variants
 
 
 def _tiny(num_classes: int = 3, width: int = 4):

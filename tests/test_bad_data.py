@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import fbench
 from fbench.cli import cli
-from fbench.registry import registered
+from fbench.plugins.registry import registered
 
 
 def _dataset(root):

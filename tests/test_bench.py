@@ -7,10 +7,10 @@ from click.testing import CliRunner
 from tiny import tiny_cnn
 
 import fbench
-from fbench.bench import run_bench
 from fbench.cli import cli
-from fbench.config import RunConfig
-from fbench.registry import registered
+from fbench.plugins.registry import registered
+from fbench.train.config import RunConfig
+from fbench.use.bench import run_bench
 
 
 class Tiny:

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from fbench import FbenchError
-from fbench.boards import differences, load_boards, select, table_cells
 from fbench.cli import cli
+from fbench.report.boards import differences, load_boards, select, table_cells
 
 REPO = Path(__file__).resolve().parents[1]
 BOARDS = REPO / "leaderboards" / "boards.toml"

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 import fbench
 from fbench.cli import cli
-from fbench.config import RunConfig
-from fbench.registry import registered
-from fbench.resolve import resolve
+from fbench.plugins.registry import registered
+from fbench.train.config import RunConfig
+from fbench.train.resolve import resolve
 
 
 def _collect(root: str) -> pd.DataFrame:
@@ -123,7 +123,7 @@ def test_sources_sharing_groups_are_split_together_and_pins_hold(sources):
     recipe = fbench.Recipe("pairs", "", {"train": {"real": 12, "gan": 12},
                                          "eval": {"real": 6, "gan": 6}},
                            collect=_paired_collect, extra={"labels": {"real": 0, "gan": 1}})
-    from fbench.built import build_dataset
+    from fbench.data.built import build_dataset
 
     for seed in (0, 1):
         out = sources / f"pairs{seed}"

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from fbench.leaderboard import completed_runs, leaderboard
+from fbench.report.leaderboard import completed_runs, leaderboard
 
 
 def test_parallel_runs_share_a_runs_directory(tmp_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fbench import FbenchError
-from fbench.config import RunConfig, check_options, load_config_file, parse_assignments
+from fbench.train.config import RunConfig, check_options, load_config_file, parse_assignments
 
 
 def test_set_values_are_toml_literals_or_strings():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fbench import FbenchError
-from fbench.data import read_image, read_mask
+from fbench.data.images import read_image, read_mask
 
 
 def test_gray_rgba_and_16bit_are_converted(tmp_path):

@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import torch
 
-from fbench.config import RunConfig
-from fbench.engine import build_loaders, load_checkpoint, predict
 from fbench.metrics import PROB_COLUMNS
-from fbench.resolve import resolve
-from fbench.store import load_run
+from fbench.runs.store import load_run
+from fbench.train.config import RunConfig
+from fbench.train.engine import build_loaders, load_checkpoint, predict
+from fbench.train.resolve import resolve
 
 # 31 per class: the eval split does not divide evenly between the two ranks
 ARGS = ["--detector", "resnet18", "--dataset", "synthetic", "--epochs", "2", "--input-size",

@@ -11,7 +11,7 @@ import pytest
 
 import fbench
 from fbench.metrics import metrics_from_predictions
-from fbench.registry import registered
+from fbench.plugins.registry import registered
 
 SMALL = {"n_per_class": 120, "image_size": 32}
 

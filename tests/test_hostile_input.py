@@ -18,8 +18,8 @@ from tiny import tiny_cnn
 import fbench
 from fbench import FbenchError
 from fbench.cli import cli
-from fbench.preflight import image_problem, preflight
-from fbench.registry import registered
+from fbench.data.preflight import image_problem, preflight
+from fbench.plugins.registry import registered
 
 
 def _write_dataset(root: Path, n: int = 24) -> list[dict]:

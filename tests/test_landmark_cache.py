@@ -1,4 +1,4 @@
-"""The landmark cache (fbench.landmarks): where it lives, the round trip aligned by image path,
+"""The landmark cache (fbench.data.landmarks): where it lives, the round trip aligned by image path,
 stale and corrupt files named in the error, landmarks reaching batches, and `fbench run`
 attaching them (or refusing, with the command that prepares them). No landmark model here:
 points are made up; the mediapipe side is tested with the landmarks plugin."""
@@ -13,8 +13,8 @@ import torch
 
 import fbench
 from fbench import FbenchError
-from fbench.data import ManifestDataset, collate
-from fbench.landmarks import (
+from fbench.data.images import ManifestDataset, collate
+from fbench.data.landmarks import (
     attach_landmarks,
     landmark_cache_path,
     landmark_summary,
@@ -22,7 +22,7 @@ from fbench.landmarks import (
     require_landmarks,
     write_landmark_cache,
 )
-from fbench.registry import registered
+from fbench.plugins.registry import registered
 
 K = 5
 
@@ -191,8 +191,8 @@ class _Needy:
 
 
 def test_run_attaches_landmarks_or_names_the_command(tmp_path):
-    from fbench.config import RunConfig
-    from fbench.resolve import resolve
+    from fbench.train.config import RunConfig
+    from fbench.train.resolve import resolve
 
     rows = _rows(tmp_path, 24)
     config = RunConfig(detector="needy", dataset="lm-tiny", dataset_options={"n": 24},

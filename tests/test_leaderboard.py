@@ -12,8 +12,8 @@ from tiny import tiny_cnn
 
 import fbench
 from fbench.cli import cli
-from fbench.leaderboard import bootstrap_difference, completed_runs, leaderboard
-from fbench.registry import registered
+from fbench.plugins.registry import registered
+from fbench.report.leaderboard import bootstrap_difference, completed_runs, leaderboard
 
 
 def _tiny(num_classes: int = 3, width: int = 4):

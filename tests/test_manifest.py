@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from fbench import FbenchError
-from fbench.manifest import validate_manifest
-from fbench.splits import assert_grouped, carve_validation, groups_in_several_splits
+from fbench.data.manifest import validate_manifest
+from fbench.data.splits import assert_grouped, carve_validation, groups_in_several_splits
 
 
 def _rows(n=40, groups_of=2):

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from tiny import tiny_cnn
 
 import fbench
-from fbench import plots
 from fbench.cli import cli
-from fbench.registry import registered
+from fbench.plugins.registry import registered
+from fbench.report import plots
 
 # Tiny runs on 36 images collapse often; the warning is expected, not what is tested here.
 pytestmark = pytest.mark.filterwarnings("ignore:run .* collapsed:UserWarning")
@@ -33,7 +33,7 @@ class Tiny:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, module_env):
     """Two tiny runs (two seeds) and the image files of their dataset."""
-    from fbench.manifest import resolve_path
+    from fbench.data.manifest import resolve_path
 
     out = tmp_path_factory.mktemp("runs")
     with registered(Tiny(), name="tiny"):
@@ -96,11 +96,13 @@ def test_spectrum_per_class_and_source(trained, tmp_path):
 
 
 def test_gradcam_depends_on_target_class(trained, tmp_path):
-    from fbench.data import read_image
+    from fbench.data.images import read_image
 
     run, images = trained[0][0], trained[1]
     with registered(Tiny(), name="tiny"):
-        model, transform, _ = plots.load_trained(run)
+        from fbench.use.model import load_trained
+
+        model, transform, _ = load_trained(run)
         rgb = np.stack([read_image(p, 32) for p in images])
         cams = {}
         for c in (0, 1, 2):

@@ -34,7 +34,7 @@ def trained(tmp_path_factory, module_env):
 
 
 def _dataset_image(manifest, i: int) -> str:
-    from fbench.manifest import resolve_path
+    from fbench.data.manifest import resolve_path
 
     return resolve_path(manifest, manifest["path"].iloc[i])
 
@@ -122,7 +122,7 @@ def test_scores_of_dataset_images_are_the_stored_predictions(trained):
     """Same checkpoint, transform, input size and decoding as the run's evaluation."""
     run, manifest = trained
     ev = run.predictions[run.predictions["split"] == "eval"]
-    from fbench.manifest import resolve_path
+    from fbench.data.manifest import resolve_path
 
     df = run.predict([resolve_path(manifest, p) for p in ev["path"]], batch_size=7)
     np.testing.assert_allclose(df[list(PROB_COLUMNS)].to_numpy(),
@@ -234,7 +234,7 @@ class MaskPlugin:
 
 
 def test_mask_head_saves_one_png_per_image_at_its_own_size(trained, folder, tmp_path):
-    from fbench.registry import registered
+    from fbench.plugins.registry import registered
 
     with registered(MaskPlugin(), name="masked"):
         run = fbench.run(detector="predict-masked", dataset="synthetic", epochs=1,

@@ -1,4 +1,4 @@
-"""The shortcut probe (fbench.probe, `fbench data probe`): a planted cue is found and named, a
+"""The shortcut probe (fbench.data.probe, `fbench data probe`): a planted cue is found and named, a
 family without it stays near chance, spectral families never raise a shortcut warning, JPEG
 quality is read back from the quantisation tables, chance level, the deterministic subsample,
 the result stored and read back (beside a built dataset, else in the cache), the command's
@@ -19,8 +19,8 @@ from PIL import Image
 
 import fbench
 from fbench import FbenchError
-from fbench.cli_probe import probe_cmd
-from fbench.probe import (
+from fbench.cli.probe import probe_cmd
+from fbench.data.probe import (
     BUILTIN_FAMILIES,
     chance_levels,
     feature_families,
@@ -31,7 +31,7 @@ from fbench.probe import (
     stored_probe,
     subsample,
 )
-from fbench.registry import get_registry, registered
+from fbench.plugins.registry import get_registry, registered
 
 N_TRAIN, N_EVAL = 40, 40  # per label
 
@@ -176,7 +176,7 @@ def test_result_is_stored_in_the_cache_and_survives_a_carved_val_split(tmp_path,
 def test_built_dataset_keeps_its_probe_beside_the_card(tmp_path, monkeypatch):
     monkeypatch.setenv("FBENCH_CACHE", str(tmp_path / "cache"))
     manifest = planted(tmp_path / "d", "size")
-    manifest.attrs["card"] = {"recipe": "planted"}  # what fbench.built attaches
+    manifest.attrs["card"] = {"recipe": "planted"}  # what fbench.data.built attaches
     result = run_probe(manifest, families=_builtins(), max_per_class=10)
     assert Path(result.stored_at) == tmp_path / "d" / "probe.json"
     assert not (tmp_path / "cache" / "probe").exists()
@@ -327,8 +327,8 @@ def faces(tmp_path):
 
 
 def _face_found(manifest) -> tuple[list[float], str]:
-    from fbench.data import read_image
-    from fbench.manifest import resolve_path
+    from fbench.data.images import read_image
+    from fbench.data.manifest import resolve_path
 
     extract = get_registry().get("probe feature", "face-found").factory(manifest)
     try:

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from fbench import FbenchError
-from fbench.audit import audit, difference_hash
-from fbench.recipes import Recipe, build, shortfall
+from fbench.data.audit import audit, difference_hash
+from fbench.data.recipes import Recipe, build, shortfall
 
 
 def _candidates(videos=10, frames=6):

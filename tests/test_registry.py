@@ -6,7 +6,7 @@ import pytest
 
 import fbench
 from fbench import DatasetSpec, DetectorSpec, FbenchError, TransformSpec, UnknownNameError
-from fbench.registry import get_registry, registered
+from fbench.plugins.registry import get_registry, registered
 
 
 def _factory(num_classes=3, width=4):
@@ -97,7 +97,7 @@ def test_names_must_be_kebab_case():
 
 
 def test_load_plugins_env_keeps_external_packages_out(monkeypatch):
-    from fbench.registry import Registry
+    from fbench.plugins.registry import Registry
 
     reg = Registry()
     monkeypatch.setenv("FBENCH_LOAD_PLUGINS", "")

@@ -19,10 +19,10 @@ from tiny import tiny_plugin
 import fbench
 from fbench import FbenchError
 from fbench.cli import cli
-from fbench.fingerprint import FINGERPRINT_KEY, record_dataset
-from fbench.manifest import resolve_path
-from fbench.registry import registered
-from fbench.reproduce import (
+from fbench.data.fingerprint import FINGERPRINT_KEY, record_dataset
+from fbench.data.manifest import resolve_path
+from fbench.plugins.registry import registered
+from fbench.use.reproduce import (
     DEFAULT_TOLERANCE,
     dataset_differences,
     environment_differences,
@@ -208,7 +208,7 @@ def test_environment_differences_are_shown_and_decide_the_tolerance(resnet_run, 
 
 
 def test_table_names_difference_per_metric(resnet_run):
-    from fbench.reproduce import compare_runs
+    from fbench.use.reproduce import compare_runs
 
     table = compare_runs(resnet_run, resnet_run)
     assert {"eval macro_f1", "val macro_f1", "selected epoch", "epoch 1 train_loss",

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from fbench.cli import cli
-from fbench.store import load_run
+from fbench.runs.store import load_run
 
 ARGS = ["run", "--detector", "resnet18", "--dataset", "synthetic", "--epochs", "3",
         "--input-size", "32", "--batch-size", "8", "--dataset-option", "n_per_class=40",

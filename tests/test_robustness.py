@@ -17,8 +17,8 @@ import fbench
 from fbench import FbenchError
 from fbench.cli import cli
 from fbench.metrics import PROB_COLUMNS
-from fbench.registry import registered
-from fbench.robustness import (
+from fbench.plugins.registry import registered
+from fbench.use.robustness import (
     CLEAN,
     PerturbedCollate,
     parse_perturbation,
@@ -149,7 +149,7 @@ SIZE = 64
 
 
 def _shipped_detectors() -> list[str]:
-    from fbench.registry import reset_registry
+    from fbench.plugins.registry import reset_registry
 
     reset_registry()
     try:
@@ -162,14 +162,14 @@ def _shipped_detectors() -> list[str]:
 def test_jpeg_quality_10_does_not_crash_any_detector(name):
     """Build the detector small (no training), feed a JPEG q=10 batch through the same
     collate -> transform -> model path as a robustness evaluation."""
-    from fbench.engine import predict, prepare_batch
-    from fbench.registry import get_registry
-    from fbench.specs import factory_options
+    from fbench.plugins.registry import get_registry
+    from fbench.plugins.specs import factory_options
+    from fbench.train.engine import predict, prepare_batch
 
     spec = get_registry().get("detector", name)
     options = {"input_size": SIZE} if "input_size" in factory_options(spec.factory) else {}
     torch.manual_seed(0)
-    from fbench.detector import as_detector
+    from fbench.plugins.detector import as_detector
 
     model = as_detector(fbench.create_detector(name, **options)).eval()
     transform = fbench.create_transform(spec.transform)

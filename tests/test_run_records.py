@@ -14,10 +14,10 @@ from tiny import tiny_cnn
 
 import fbench
 from fbench.cli import cli
-from fbench.data import read_image, resize_square
-from fbench.leaderboard import completed_runs, leaderboard, render
-from fbench.registry import registered
-from fbench.tables import configuration_key, run_identity
+from fbench.data.images import read_image, resize_square
+from fbench.plugins.registry import registered
+from fbench.report.leaderboard import completed_runs, leaderboard, render
+from fbench.report.tables import configuration_key, run_identity
 
 SMALL = {"n_per_class": 12, "image_size": 32}
 
@@ -108,7 +108,7 @@ def test_run_records_resampler_tf32_protocol_and_detector_options(runs):
 
 
 def test_tf32_is_off_during_a_run_and_restored_after():
-    from fbench.engine import tf32_mode
+    from fbench.train.engine import tf32_mode
 
     torch.backends.cudnn.allow_tf32 = True
     with tf32_mode(False):
@@ -125,8 +125,8 @@ def test_protocol_sets_the_detectors_recipe_and_the_users_flags_win(runs, module
     assert cfg["protocol"] == "paper"
     assert (cfg["lr"], cfg["epochs"], cfg["weight_decay"]) == (0.05, 2, 0.0)
     assert cfg["detector_options"]["width"] == 6
-    from fbench.config import RunConfig
-    from fbench.resolve import resolve
+    from fbench.train.config import RunConfig
+    from fbench.train.resolve import resolve
 
     with registered(Plugin(), name="rec"):
         mine = resolve(RunConfig(detector="rec-tiny", protocol="paper", lr=0.3,
@@ -199,8 +199,8 @@ def test_a_changed_default_is_a_different_configuration(runs):
 
 
 def test_groups_warning_reaches_the_run_and_the_tables(tmp_path, module_env):
-    from fbench.manifest import make_manifest
-    from fbench.tables import run_row
+    from fbench.data.manifest import make_manifest
+    from fbench.report.tables import run_row
 
     rows = []
     rng = np.random.default_rng(0)
@@ -229,7 +229,7 @@ def test_groups_warning_reaches_the_run_and_the_tables(tmp_path, module_env):
                          out=str(tmp_path / "runs"))
         assert run.config["groups"]["origin"] == "inferred"
         assert any("inferred" in w for w in run.config["warnings"])
-        from fbench.layout import layout_markdown
+        from fbench.report.layout import layout_markdown
 
         text = layout_markdown(pd.DataFrame([run_row(run)]), "cmd", by="detector")
         assert "**Warning:**" in text and "inferred" in text

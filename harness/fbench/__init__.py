@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fbench.errors import FbenchError, UnknownNameError
-from fbench.hookspecs import hookimpl
-from fbench.recipes import Recipe
-from fbench.specs import (
+from fbench.plugins.hookspecs import hookimpl
+from fbench.plugins.specs import (
     LABELS,
     AblationSpec,
     DatasetSpec,
     DetectorSpec,
     ProbeFeatureSpec,
+    Recipe,
     TransformSpec,
 )
 
@@ -24,10 +24,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     # torch-side contract
-    "Batch": "fbench.batch",
-    "DetectorOutput": "fbench.batch",
-    "Detector": "fbench.detector",
-    "ClassifierDetector": "fbench.detector",
+    "Batch": "fbench.plugins.batch",
+    "DetectorOutput": "fbench.plugins.batch",
+    "Detector": "fbench.plugins.detector",
+    "ClassifierDetector": "fbench.plugins.detector",
     # python API
     "list_detectors": "fbench.api",
     "list_datasets": "fbench.api",
@@ -37,27 +37,27 @@ _LAZY = {
     "load_dataset": "fbench.api",
     "run": "fbench.api",
     "load_run": "fbench.api",
-    "RunConfig": "fbench.config",
-    "Run": "fbench.store",
+    "RunConfig": "fbench.train.config",
+    "Run": "fbench.api",
     # helpers for plugins
-    "make_manifest": "fbench.manifest",
-    "validate_manifest": "fbench.manifest",
+    "make_manifest": "fbench.data.manifest",
+    "validate_manifest": "fbench.data.manifest",
     "compute_metrics": "fbench.metrics",
-    "registered": "fbench.registry",
-    "load_built_dataset": "fbench.built",
-    "difference_hash": "fbench.audit",
-    "read_state_dict": "fbench.weights",
+    "registered": "fbench.plugins.registry",
+    "load_built_dataset": "fbench.data.built",
+    "difference_hash": "fbench.data.audit",
+    "read_state_dict": "fbench.train.weights",
     # atomic writes for plugins that store files of their own
-    "write_json": "fbench.store",
-    "write_parquet": "fbench.store",
-    "read_json": "fbench.store",
+    "write_json": "fbench.files",
+    "write_parquet": "fbench.files",
+    "read_json": "fbench.files",
     # the landmark cache a preparation command writes and a run reads
-    "write_landmark_cache": "fbench.landmarks",
-    "load_landmarks": "fbench.landmarks",
+    "write_landmark_cache": "fbench.data.landmarks",
+    "load_landmarks": "fbench.data.landmarks",
     # the shortcut probe: which cheap cues predict the label before a table is believed
-    "run_probe": "fbench.probe",
-    "stored_probe": "fbench.probe",
-    "shortcut_warnings": "fbench.probe",
+    "run_probe": "fbench.data.probe",
+    "stored_probe": "fbench.data.probe",
+    "shortcut_warnings": "fbench.data.probe",
 }
 
 __all__ = [
@@ -84,6 +84,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from fbench.api import (
+        Run,
         create_detector,
         create_transform,
         list_datasets,
@@ -93,15 +94,15 @@ if TYPE_CHECKING:  # pragma: no cover
         load_run,
         run,
     )
-    from fbench.audit import difference_hash
-    from fbench.batch import Batch, DetectorOutput
-    from fbench.built import load_built_dataset
-    from fbench.config import RunConfig
-    from fbench.detector import ClassifierDetector, Detector
-    from fbench.landmarks import load_landmarks, write_landmark_cache
-    from fbench.manifest import make_manifest, validate_manifest
+    from fbench.data.audit import difference_hash
+    from fbench.data.built import load_built_dataset
+    from fbench.data.landmarks import load_landmarks, write_landmark_cache
+    from fbench.data.manifest import make_manifest, validate_manifest
+    from fbench.data.probe import run_probe, shortcut_warnings, stored_probe
+    from fbench.files import read_json, write_json, write_parquet
     from fbench.metrics import compute_metrics
-    from fbench.probe import run_probe, shortcut_warnings, stored_probe
-    from fbench.registry import registered
-    from fbench.store import Run, read_json, write_json, write_parquet
-    from fbench.weights import read_state_dict
+    from fbench.plugins.batch import Batch, DetectorOutput
+    from fbench.plugins.detector import ClassifierDetector, Detector
+    from fbench.plugins.registry import registered
+    from fbench.train.config import RunConfig
+    from fbench.train.weights import read_state_dict

@@ -7,8 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from fbench.config import RunConfig, check_options, load_config_file
-from fbench.registry import get_registry
+from fbench.plugins.registry import get_registry
+from fbench.runs.store import Run as StoredRun
+from fbench.train.config import RunConfig, check_options, load_config_file
 
 
 def list_detectors(pattern: str | None = None) -> list[str]:
@@ -39,7 +40,7 @@ def create_transform(name: str, **options: Any) -> Any:
 
 def load_dataset(name: str, root: str | None = None, **options: Any) -> pd.DataFrame:
     """A dataset's validated manifest."""
-    from fbench.resolve import load_manifest
+    from fbench.train.resolve import load_manifest
 
     return load_manifest(get_registry().get("dataset", name), root, options)
 
@@ -51,9 +52,8 @@ def run(config: RunConfig | str | Path | None = None, *, progress: bool = False,
     ``config`` may be a :class:`RunConfig` or a TOML file; keyword ``settings`` (the CLI's
     options: ``detector``, ``dataset``, ``epochs``, ``options={...}``, ...) override it.
     """
-    from fbench.engine import train_and_evaluate
-    from fbench.resolve import resolve
-    from fbench.store import load_run as _load
+    from fbench.train.engine import train_and_evaluate
+    from fbench.train.resolve import resolve
 
     if config is None:
         base = RunConfig()
@@ -65,11 +65,27 @@ def run(config: RunConfig | str | Path | None = None, *, progress: bool = False,
 
     cfg = RunConfig.from_dict({**base.to_dict(), **settings})
     console = Console(stderr=True, quiet=not progress)
-    return _load(train_and_evaluate(resolve(cfg), console=console, progress=progress))
+    return load_run(train_and_evaluate(resolve(cfg), console=console, progress=progress))
 
 
-def load_run(path: str | Path) -> Any:
+class Run(StoredRun):
+    """A stored run as the Python API hands it out: the record (``config``, ``summary``,
+    ``epochs``, ``predictions``, ``metrics()``) plus ``predict`` on new images. The store's own
+    record knows nothing of the uses made of it; this is where they meet."""
+
+    def predict(self, inputs: Any, **options: Any) -> pd.DataFrame:
+        """Score image files, folders or arrays with this run's selected checkpoint; see
+        :func:`fbench.use.predict.predict` for the options and the columns."""
+        from fbench.use.predict import predict  # torch loads only when a run is used
+
+        return predict(self, inputs, **options)
+
+
+def load_run(path: str | Path) -> Run:
     """A stored run: ``.config``, ``.summary``, ``.epochs`` and ``.predictions`` DataFrames."""
-    from fbench.store import load_run as _load
+    import dataclasses
 
-    return _load(path)
+    from fbench.runs.store import load_run as _load
+
+    stored = _load(path)
+    return Run(**{f.name: getattr(stored, f.name) for f in dataclasses.fields(stored)})

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from fbench.specs import LABELS
+from fbench.plugins.specs import LABELS
 
 CLASSES = tuple(LABELS)
 PROB_COLUMNS = tuple(f"prob_{LABELS[c]}" for c in CLASSES)

@@ -40,8 +40,8 @@ def thesis_recipe(name: str) -> dict[str, Any]:
     """The detector's ``thesis`` protocol, checked as ``fbench run --protocol thesis`` uses
     it: every key a run setting, every option one the factory takes, the shared part as the
     thesis's code has it."""
-    from fbench.config import RunConfig, check_options
-    from fbench.registry import get_registry
+    from fbench.plugins.registry import get_registry
+    from fbench.train.config import RunConfig, check_options
 
     spec = get_registry().get("detector", name)
     recipe = spec.protocols["thesis"]

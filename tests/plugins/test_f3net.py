@@ -34,7 +34,7 @@ THESIS_PARAMS = {"xception": 14.35, "fad": 14.55, "lfs": 14.35, "both": 28.92, "
 
 
 def test_registration_and_ablation_group():
-    from fbench.registry import get_registry
+    from fbench.plugins.registry import get_registry
 
     reg = get_registry()
     assert fbench.list_detectors("f3net-*") == sorted(f"f3net-{v}" for v in VARIANTS)

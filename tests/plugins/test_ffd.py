@@ -17,7 +17,7 @@ from detector_helpers import make_batch, n_params
 import fbench
 from fbench import FbenchError
 from fbench.cli import cli
-from fbench.registry import get_registry, registered
+from fbench.plugins.registry import get_registry, registered
 from fbench_ffd.attention import RegressionMap, full_map_loss, weak_map_loss
 from fbench_ffd.model import parse_attention_after
 

@@ -18,12 +18,12 @@ from thesis_fixtures import MarkerDetector, make_ffpp_videos
 
 import fbench
 from fbench import FbenchError
-from fbench.audit import audit
-from fbench.built import build_dataset
 from fbench.cli import cli
-from fbench.recipes import build
-from fbench.registry import registered
-from fbench.resolve import run_audit
+from fbench.data.audit import audit
+from fbench.data.built import build_dataset
+from fbench.data.recipes import build
+from fbench.plugins.registry import registered
+from fbench.train.resolve import run_audit
 from fbench_thesis.commands import add_commands
 from fbench_thesis.ffpp import infer_method, prepare_ffpp, sample_frames
 from fbench_thesis.identities import (

@@ -24,7 +24,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1
 
 def test_transforms_are_registered_with_fit_only_for_dct():
     assert {"dct", "dft", "dft-legacy"} <= set(fbench.list_transforms())
-    from fbench.registry import get_registry
+    from fbench.plugins.registry import get_registry
 
     reg = get_registry()
     assert reg.get("transform", "dct").fit_on_train

@@ -29,7 +29,7 @@ THESIS_PARAMS_M = 3.14
 
 
 def test_registration_and_ablation_group():
-    from fbench.registry import get_registry
+    from fbench.plugins.registry import get_registry
 
     reg = get_registry()
     assert fbench.list_detectors("graftnet*") == list(DETECTORS)

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 import fbench
 from fbench import Batch, FbenchError
 from fbench.cli import cli
-from fbench.registry import registered
+from fbench.plugins.registry import registered
 from fbench_landmarks.commands import add_commands, parse_options
 from fbench_landmarks.heatmaps import REGIONS, group_matrix, render_heatmaps
 from fbench_landmarks.mesh import FaceMesh, prepare_landmarks
@@ -65,7 +65,7 @@ def grace_hopper() -> Path | None:
 
 
 def test_registration():
-    from fbench.registry import get_registry
+    from fbench.plugins.registry import get_registry
 
     spec = get_registry().get("detector", NAME)
     assert spec.needs_landmarks and not spec.needs_masks

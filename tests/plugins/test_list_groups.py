@@ -16,8 +16,8 @@ from thesis_fixtures import noise
 import fbench
 from fbench import FbenchError
 from fbench.cli import cli
-from fbench.resolve import run_audit
-from fbench.splits import carve_validation
+from fbench.data.splits import carve_validation
+from fbench.train.resolve import run_audit
 from fbench_thesis.commands import add_commands
 from fbench_thesis.lists import chain_frames, import_lists, infer_frame_groups
 

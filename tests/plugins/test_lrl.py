@@ -18,7 +18,7 @@ from scipy.fft import dctn, idctn
 import fbench
 from fbench import FbenchError
 from fbench.cli import cli
-from fbench.registry import get_registry, registered
+from fbench.plugins.registry import get_registry, registered
 from fbench_lrl.highpass import HighPassDCT, highpass_mask
 from fbench_lrl.rfam import RGBFrequencyAttention
 from fbench_lrl.similarity import (

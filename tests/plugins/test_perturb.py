@@ -26,8 +26,8 @@ def _images(b: int = 2, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor
 
 
 def test_registered_as_transforms_of_the_perturb_plugin():
-    from fbench.registry import get_registry
-    from fbench.specs import factory_options
+    from fbench.plugins.registry import get_registry
+    from fbench.plugins.specs import factory_options
 
     reg = get_registry()
     assert set(NAMES) <= set(fbench.list_transforms())

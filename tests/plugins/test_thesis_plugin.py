@@ -14,7 +14,7 @@ from thesis_fixtures import MarkerDetector, make_ffpp_videos, make_image_sources
 
 import fbench
 from fbench.cli import cli
-from fbench.registry import registered
+from fbench.plugins.registry import registered
 from fbench_thesis.ffpp import prepare_ffpp
 
 BIN = Path(sys.executable).parent

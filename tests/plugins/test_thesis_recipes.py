@@ -16,9 +16,9 @@ from thesis_fixtures import MarkerDetector, make_ffpp_videos, make_image_sources
 import fbench
 from fbench import FbenchError
 from fbench.cli import cli
-from fbench.config import RunConfig
-from fbench.registry import get_registry
-from fbench.resolve import resolve
+from fbench.plugins.registry import get_registry
+from fbench.train.config import RunConfig
+from fbench.train.resolve import resolve
 from fbench_thesis import plugin
 from fbench_thesis.ffpp import prepare_ffpp
 

@@ -1,0 +1,137 @@
+"""Check every image (and mask) of a run before training starts, so that a bad file stops the
+run at once with its name, or, with ``--skip-bad``, is left out and counted in the run; never
+an hour into training.
+
+The checks read file headers and tails only (no full decode), so they cost milliseconds per
+file: missing or empty files, PNGs without their end chunk and JPEGs without their end marker
+(truncated downloads decode "successfully" in OpenCV, grey at the bottom), unreadable headers,
+images too large to decode in bounded memory, masks whose size differs from their image's, and
+masks that are not binary (binarised at 50 %, counted as a warning).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from fbench.errors import FbenchError
+from fbench.data.manifest import resolve_path
+
+MAX_PIXELS = 64_000_000
+"""Images above this many pixels are refused: decoding one would need > 190 MB of RAM per
+copy (and several copies live at once in a loader)."""
+
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+
+
+@dataclass
+class PreflightReport:
+    checked: int = 0
+    bad: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self, limit: int = 20) -> dict[str, Any]:
+        return {"checked": self.checked, "skipped": len(self.bad), "bad": self.bad[:limit],
+                "warnings": len(self.warnings), "warning_examples": self.warnings[:limit]}
+
+
+def _tail(path: str, n: int = 64) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - n))
+        return fh.read()
+
+
+def _head(path: str, n: int = 16) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def image_problem(path: str, max_pixels: int = MAX_PIXELS) -> tuple[str | None, tuple[int, int]]:
+    """Why ``path`` cannot be used as an image (None when it can), and its (width, height)."""
+    if not os.path.isfile(path):
+        return "does not exist", (0, 0)
+    if os.path.getsize(path) == 0:
+        return "is an empty (zero-byte) file", (0, 0)
+    head, tail = _head(path), _tail(path)
+    if head.startswith(b"\x89PNG") and _PNG_END not in tail:
+        return "is a truncated PNG (no IEND chunk at its end)", (0, 0)
+    if head.startswith(b"\xff\xd8") and _JPEG_END not in tail.rstrip(b"\x00"):
+        return "is a truncated JPEG (no end-of-image marker)", (0, 0)
+    try:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # fbench applies its own limit below, with a message
+        with Image.open(path) as im:  # reads the header only
+            width, height = im.size
+    except Exception as exc:
+        # formats Pillow does not know may still be readable by OpenCV; decode to be sure
+        import cv2
+
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if img is None:
+            return f"cannot be decoded as an image ({type(exc).__name__})", (0, 0)
+        height, width = img.shape[:2]
+    if width * height > max_pixels:
+        return (f"is too large ({width}x{height} = {width * height / 1e6:.0f} MP, limit "
+                f"{max_pixels / 1e6:.0f} MP)"), (width, height)
+    return None, (width, height)
+
+
+def _mask_problem(path: str, image_size: tuple[int, int]) -> tuple[str | None, str | None]:
+    """(error, warning) for a mask file."""
+    problem, size = image_problem(path)
+    if problem:
+        return f"mask {problem}", None
+    if image_size != (0, 0) and size != image_size:
+        return (f"mask is {size[0]}x{size[1]}, its image is {image_size[0]}x{image_size[1]}",
+                None)
+    import cv2
+
+    m = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        return "mask cannot be decoded", None
+    # anti-aliased or JPEG-compressed masks hold grey levels: usable, binarised at 50 %
+    grey = int(((m > 10) & (m < 245)).sum())
+    if grey > 0.01 * m.size:
+        return None, f"mask is not binary ({100 * grey / m.size:.0f}% grey pixels)"
+    return None, None
+
+
+def preflight(manifest: pd.DataFrame, with_masks: bool, skip_bad: bool,
+              max_pixels: int = MAX_PIXELS, progress: Any = None
+              ) -> tuple[pd.DataFrame, PreflightReport]:
+    """Check every row; returns the rows to use and what was found. Without ``skip_bad`` a bad
+    file raises :class:`FbenchError` naming it (and how many more)."""
+    report = PreflightReport()
+    keep = []
+    for path, mask in zip(manifest["path"], manifest["mask"], strict=True):
+        full = resolve_path(manifest, path)
+        problem, size = image_problem(full, max_pixels)
+        if problem is None and with_masks and mask:
+            problem, warning = _mask_problem(resolve_path(manifest, mask), size)
+            if warning:
+                report.warnings.append({"path": resolve_path(manifest, mask),
+                                        "warning": warning})
+            if problem:
+                full = resolve_path(manifest, mask) + f" (mask of {full})"
+        report.checked += 1
+        keep.append(problem is None)
+        if problem:
+            report.bad.append({"path": full, "reason": problem})
+        if progress is not None:
+            progress()
+    if report.bad and not skip_bad:
+        first = report.bad[0]
+        more = f" (and {len(report.bad) - 1} more)" if len(report.bad) > 1 else ""
+        raise FbenchError(f"{first['path']} {first['reason']}{more}; nothing was trained.",
+                          "replace or remove the file(s), or pass --skip-bad to train "
+                          "without them (they are counted in the run).")
+    kept = manifest[pd.Series(keep, index=manifest.index)]
+    kept.attrs = dict(manifest.attrs)
+    return kept, report

@@ -1,0 +1,131 @@
+"""The configuration of one run: what the CLI, a TOML file and ``fbench.run`` all resolve to.
+
+Configs are data (TOML), never executed. Unset fields (``None``) resolve from the detector's
+preferred defaults, then fbench's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fbench.errors import FbenchError
+
+DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 64, "lr": 1e-3}
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a run. ``options`` go to the detector's factory (``--set``),
+    ``dataset_options`` to the dataset's (``--dataset-option``), ``transform_options`` to the
+    transform's (``--transform-option``).
+
+    ``tf32``: allow TensorFloat-32 convolutions and matmuls on CUDA (off by default: TF32
+    measurably moves LFS's log-DCT bands). ``resample``: how images are resized to the input
+    size (see :data:`fbench.data.images.RESAMPLERS`). ``protocol``: ``fbench`` (the settings
+    here and the detector's preferences) or a published training recipe the detector declares in
+    ``DetectorSpec.protocols`` (``thesis``), applied under any flag the user gives."""
+
+    detector: str = "resnet18"
+    dataset: str = "synthetic"
+    transform: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    optimizer: str = "adam"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    tf32: bool = False
+    input_size: int | None = None
+    resample: str = "bilinear"
+    protocol: str = "fbench"
+    val_fraction: float = 0.1
+    workers: int = 0
+    cache_images: bool | None = None
+    audit: bool = True
+    skip_bad: bool = False
+    data_root: str | None = None
+    out: str = "runs"
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    transform_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            import difflib
+
+            hints = [m for k in unknown for m in difflib.get_close_matches(k, known, n=1)]
+            raise FbenchError(
+                f"{source}: unknown setting(s) {', '.join(unknown)}.",
+                (f"did you mean {', '.join(hints)}? " if hints else "")
+                + "detector options go under [options]; settings are: "
+                + ", ".join(sorted(known)) + ".",
+            )
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML run config; returns the raw dict (validated by ``RunConfig.from_dict``)."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise FbenchError(f"config file {p} does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FbenchError(f"config file {p} is not valid TOML: {exc}.") from None
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values are TOML literals (``3``, ``0.5``, ``true``, ``"a"``); anything that
+    does not parse as one is taken as a plain string (``depth=thesis``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_assignments(pairs: tuple[str, ...] | list[str], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise FbenchError(f"{flag} {pair!r} is not KEY=VALUE.",
+                              f"write e.g. {flag} depth=thesis")
+        out[key.strip().replace("-", "_")] = parse_value(value.strip())
+    return out
+
+
+def check_options(kind: str, name: str, factory: Any, options: dict[str, Any],
+                  reserved: tuple[str, ...] = ()) -> None:
+    """Refuse options a factory does not take, listing the ones it does."""
+    from fbench.plugins.specs import factory_options
+
+    accepted = factory_options(factory)
+    if "**" in accepted:
+        return
+    names = [k for k in accepted if k not in reserved]
+    unknown = [k for k in options if k not in names]
+    if unknown:
+        flag = {"detector": "--set", "dataset": "--dataset-option",
+                "transform": "--transform-option"}[kind]
+        listing = ", ".join(names) if names else "none"
+        raise FbenchError(
+            f"{kind} {name!r} takes no option {', '.join(map(repr, unknown))}.",
+            f"its options ({flag} key=value) are: {listing}.",
+        )

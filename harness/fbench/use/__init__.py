@@ -1,0 +1,1 @@
+"""What uses a stored run: predict, robustness, reproduce, bench."""
