@@ -127,16 +127,24 @@ def segmentation_scores(pred_mask: np.ndarray, true_mask: np.ndarray,
     return 2 * inter / total, inter / union
 
 
+def val_threshold(predictions: pd.DataFrame) -> float | None:
+    """The real-vs-forged threshold on the forged score chosen on the stored ``val`` rows
+    (None when there are none): the one rule for runs, reports and ``fbench predict``."""
+    val = predictions[predictions["split"] == "val"]
+    if not len(val):
+        return None
+    return choose_threshold((val["label"].to_numpy() != 0).astype(int),
+                            forged_score(val[list(PROB_COLUMNS)].to_numpy()))
+
+
 def metrics_from_predictions(predictions: pd.DataFrame, split: str = "eval",
                              threshold: float | None = None) -> dict[str, Any]:
     """Recompute a split's metrics from a stored ``predictions`` table.
 
     The binary threshold is re-chosen on the stored ``val`` rows when not given, exactly as the
     run chose it, so a report never trusts a number it cannot re-derive."""
-    if threshold is None and (predictions["split"] == "val").any():
-        val = predictions[predictions["split"] == "val"]
-        threshold = choose_threshold((val["label"].to_numpy() != 0).astype(int),
-                                     forged_score(val[list(PROB_COLUMNS)].to_numpy()))
+    if threshold is None:
+        threshold = val_threshold(predictions)
     rows = predictions[predictions["split"] == split]
     if len(rows) == 0:
         raise ValueError(f"no predictions for split {split!r}")

@@ -39,8 +39,8 @@ def probe_cmd(dataset: str, data_root: Path | None, dataset_option: tuple[str, .
         run_probe,
         shortcut_warnings,
     )
+    from fbench.progress import make_progress
     from fbench.train.config import parse_assignments
-    from fbench.train.engine import make_progress
 
     options = parse_assignments(dataset_option, "--dataset-option")
     manifest = load_dataset(dataset, str(data_root) if data_root else None, **options)

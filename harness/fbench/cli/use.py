@@ -14,7 +14,7 @@ from fbench.errors import FbenchError
 def _progress(enabled: bool):  # noqa: ANN202 - rich type imported lazily
     from rich.console import Console
 
-    from fbench.train.engine import make_progress
+    from fbench.progress import make_progress
 
     return make_progress(Console(stderr=True), enabled)
 

@@ -19,21 +19,17 @@ import pandas as pd
 import torch
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from torch.utils.data import DataLoader
 
 from fbench.data.images import ManifestDataset, collate
 from fbench.errors import FbenchError
-from fbench.metrics import PROB_COLUMNS, choose_threshold, compute_metrics, forged_score
+from fbench.metrics import PROB_COLUMNS, compute_metrics, val_threshold
 from fbench.metrics import segmentation_scores as seg_scores
 from fbench.plugins.batch import Batch
 from fbench.plugins.detector import Detector, count_parameters
+from fbench.progress import make_progress
 from fbench.runs import store
 from fbench.train.distributed import DistContext, ShardSampler, barrier, broadcast, gather_concat
 from fbench.train.resolve import ResolvedRun
@@ -137,14 +133,6 @@ def _merge_shards(parts: list[dict[str, Any]]) -> dict[str, Any]:
     if len(np.unique(merged["index"])) != len(merged["index"]):
         raise RuntimeError("distributed evaluation scored an image twice (a sharding bug)")
     return {k: v[order] for k, v in merged.items()}
-
-
-def make_progress(console: Console, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, disable=not enabled, transient=False,
-    )
 
 
 @dataclass
@@ -457,8 +445,8 @@ def _train_and_evaluate(r: ResolvedRun, console: Console | None = None,
         store.write_parquet(run_dir / store.LAST_PREDICTIONS, last_preds)
         from fbench.metrics import metrics_from_predictions
 
-        threshold = _val_threshold(preds)
-        last_threshold = _val_threshold(last_preds)
+        threshold = val_threshold(preds)
+        last_threshold = val_threshold(last_preds)
         summary = {
             "run_id": run_dir.name,
             "detector": cfg.detector, "dataset": cfg.dataset, "transform": cfg.transform,
@@ -513,13 +501,6 @@ def _evaluate(r: ResolvedRun, model: Detector, transform: torch.nn.Module, loade
     ev = predict(model, transform, loaders.eval, device, precision, bar, "evaluate", ctx)
     return pd.concat([_predictions_frame(r, loaders.val, val, "val"),
                       _predictions_frame(r, loaders.eval, ev, "eval")], ignore_index=True)
-
-
-def _val_threshold(preds: pd.DataFrame) -> float:
-    """The real-vs-forged threshold chosen on the validation split."""
-    vrows = preds[preds["split"] == "val"]
-    return choose_threshold((vrows["label"].to_numpy() != 0).astype(int),
-                            forged_score(vrows[list(PROB_COLUMNS)].to_numpy()))
 
 
 def train_one_epoch(model: Detector, trained: torch.nn.Module, transform: torch.nn.Module,

@@ -139,11 +139,11 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
     dataset (for the data pipeline and batch contents), batch size, input size, device and
     precision (``auto``: bf16 on CUDA, fp32 on CPU)."""
     from fbench.plugins.detector import count_parameters
+    from fbench.progress import make_progress
     from fbench.train.engine import (
         autocast,
         build_loaders,
         make_optimizer,
-        make_progress,
         prepare_batch,
         resolve_device,
         seed_everything,

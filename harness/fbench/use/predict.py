@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from fbench.errors import FbenchError
-from fbench.metrics import PROB_COLUMNS, choose_threshold, forged_score
+from fbench.metrics import PROB_COLUMNS
 from fbench.plugins.specs import LABELS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -195,13 +195,13 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
 def val_threshold(run: Run) -> float:
     """The forged-score threshold the run chose on validation, recomputed from its stored val
     predictions (the same rule as :func:`fbench.metrics.metrics_from_predictions`)."""
-    p = run.predictions
-    if p is None or not (p["split"] == "val").any():
+    from fbench.metrics import val_threshold as chosen_on_val
+
+    threshold = None if run.predictions is None else chosen_on_val(run.predictions)
+    if threshold is None:
         raise FbenchError(f"run {run.path} has no stored validation predictions to take the "
                           "binary threshold from.", "give one with --threshold 0.5.")
-    val = p[p["split"] == "val"]
-    return choose_threshold((val["label"].to_numpy() != 0).astype(int),
-                            forged_score(val[list(PROB_COLUMNS)].to_numpy()))
+    return threshold
 
 
 def parse_threshold(value: str | float | None, run: Run) -> float:
