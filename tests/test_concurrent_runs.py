@@ -28,9 +28,7 @@ def test_parallel_runs_share_a_runs_directory(tmp_path):
     assert len(run_dirs) == 4
     states = [json.loads((d / "status.json").read_text())["state"] for d in run_dirs]
     assert states == ["completed"] * 4
-    lines = (out / "index.jsonl").read_text().splitlines()
-    entries = [json.loads(line) for line in lines]  # every line whole
-    assert sorted(e["run_id"] for e in entries) == [d.name for d in run_dirs]
-    assert sorted(e["seed"] for e in entries) == [0, 1, 2, 3]
+    configs = [json.loads((d / "config.json").read_text()) for d in run_dirs]  # every file whole
+    assert sorted(c["seed"] for c in configs) == [0, 1, 2, 3]
     board = leaderboard(completed_runs(out))
     assert len(board) == 1 and board.iloc[0]["seeds"] == 4

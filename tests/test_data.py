@@ -40,3 +40,44 @@ def test_masks_are_binary_at_the_requested_size(tmp_path):
     cv2.imwrite(str(tmp_path / "m.png"), m)
     out = read_mask(str(tmp_path / "m.png"), 10)
     assert out.shape == (10, 10) and set(np.unique(out)) == {0.0, 1.0}
+
+
+def _jpeg(seed: int, size: int) -> bytes:
+    img = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", img)[1].tobytes()
+
+
+def test_the_truncation_rule_accepts_trailers_and_refuses_cut_files(tmp_path):
+    """One rule (preflight, predict and the reader): an end marker within 64 KiB of the end
+    is whole, trailer or not; a file cut before it is truncated, even when an EXIF
+    thumbnail in its header carries an end marker of its own."""
+    from fbench.data.images import UnreadableImage, truncation_reason
+
+    whole = _jpeg(0, 32)
+    app1 = b"Exif\0\0" + _jpeg(1, 8)  # a thumbnail, with its own end-of-image marker
+    thumbed = whole[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + whole[2:]
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    png = png.tobytes()
+    cases = {
+        "camera.jpg": (whole + bytes(range(140)), None),  # a camera's 140-byte trailer
+        "long-trailer.jpg": (whole + b"\x00" * 20_000, None),
+        "thumbed.jpg": (thumbed, None),
+        "cut.jpg": (whole[:-40], "JPEG"),
+        "thumbed-cut.jpg": (thumbed[:-40], "JPEG"),
+        "trailer.png": (png + b"tool data" * 20, None),
+        "cut.png": (png[:-30], "PNG"),
+    }
+    for name, (data, expected) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        reason = truncation_reason(tmp_path / name)
+        if expected is None:
+            assert reason is None, name
+            assert read_image(str(tmp_path / name)).shape[2] == 3
+        else:
+            assert reason == f"truncated (the {expected} ends before its " + (
+                "IEND chunk)" if expected == "PNG" else "end-of-image marker)"), name
+            with pytest.raises(UnreadableImage, match=f"{name} cannot be decoded: truncated"):
+                read_image(str(tmp_path / name))
+    np.testing.assert_array_equal(read_image(str(tmp_path / "camera.jpg")),
+                                  cv2.imdecode(np.frombuffer(whole, np.uint8),
+                                               cv2.IMREAD_COLOR)[:, :, ::-1])

@@ -3,7 +3,6 @@ predictions equal a single-process evaluation of the same checkpoint, and only r
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -33,8 +32,6 @@ def test_two_process_run_gathers_every_eval_image_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [p for p in out.iterdir() if p.is_dir()]
     assert len(runs) == 1, "only rank 0 creates a run directory"
-    index = (out / "index.jsonl").read_text().splitlines()
-    assert len(index) == 1 and json.loads(index[0])["run_id"] == runs[0].name
     run = load_run(runs[0])
     assert run.config["world_size"] == 2
 

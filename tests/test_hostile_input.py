@@ -69,8 +69,8 @@ def _truncated_jpeg(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage, expected", [
-    (_truncate_png, "truncated PNG"),
-    (_truncated_jpeg, "truncated JPEG"),
+    (_truncate_png, "truncated (the PNG ends before its IEND chunk)"),
+    (_truncated_jpeg, "truncated (the JPEG ends before its end-of-image marker)"),
     (lambda p: p.write_bytes(b""), "zero-byte"),
     (lambda p: p.write_text("not an image at all"), "cannot be decoded"),
 ])
@@ -109,6 +109,24 @@ def test_grayscale_rgba_and_16_bit_images_are_converted(tmp_path):
     result, runs = _run(rows, tmp_path)
     assert result.exit_code == 0, result.output
     assert json.loads((runs[0] / "status.json").read_text())["state"] == "completed"
+
+
+def test_a_camera_trailer_passes_preflight_and_cut_files_do_not(tmp_path):
+    """The preflight applies fbench predict's truncation rule: bytes after a JPEG's
+    end-of-image marker (a camera's 140-byte trailer) are whole; a cut PNG or JPEG is not."""
+    rows = _write_dataset(tmp_path)
+    img = np.random.default_rng(3).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", img)[1].tobytes()
+    (tmp_path / "camera.jpg").write_bytes(jpeg + bytes(range(140)))
+    (tmp_path / "cut.jpg").write_bytes(jpeg[:-40])
+    _truncate_png(tmp_path / "5.png")
+    rows[4]["path"], rows[6]["path"] = "camera.jpg", "cut.jpg"
+    manifest = fbench.make_manifest(rows, root=tmp_path)
+    kept, report = preflight(manifest, with_masks=False, skip_bad=True)
+    assert "camera.jpg" in set(kept["path"])
+    assert {Path(b["path"]).name: b["reason"] for b in report.bad} == {
+        "5.png": "is truncated (the PNG ends before its IEND chunk)",
+        "cut.jpg": "is truncated (the JPEG ends before its end-of-image marker)"}
 
 
 def test_a_huge_image_is_refused_from_its_header(tmp_path):

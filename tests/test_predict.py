@@ -96,6 +96,24 @@ def test_folder_is_walked_bad_files_named_text_skipped(trained, folder):
     assert rel[:-2] == sorted(rel[:-2])
 
 
+def test_a_camera_trailer_is_scored_and_cut_files_are_refused(trained, folder, tmp_path):
+    """The preflight's truncation rule: a JPEG with a camera's 140-byte trailer after its
+    end-of-image marker scores as the same JPEG without it; a cut PNG or JPEG is refused."""
+    run, _ = trained
+    jpeg = (folder / "b.jpg").read_bytes()
+    (tmp_path / "camera.jpg").write_bytes(jpeg + bytes(range(140)))
+    (tmp_path / "cut.jpg").write_bytes(jpeg[:-40])
+    (tmp_path / "cut.png").write_bytes((folder / "a.png").read_bytes()[:-30])
+    df = run.predict([folder / "b.jpg", tmp_path / "camera.jpg", tmp_path / "cut.jpg",
+                      tmp_path / "cut.png"], threshold=0.5)
+    assert df["status"].tolist() == ["scored", "scored", "error", "error"]
+    np.testing.assert_array_equal(df[list(PROB_COLUMNS)].to_numpy()[0],
+                                  df[list(PROB_COLUMNS)].to_numpy()[1])
+    assert df["error"].tolist()[2:] == [
+        "truncated (the JPEG ends before its end-of-image marker)",
+        "truncated (the PNG ends before its IEND chunk)"]
+
+
 def test_odd_pixel_formats_are_converted_the_way_training_reads_them(trained, folder):
     run, _ = trained
     df = run.predict([folder / "a.png", folder / "gray.png", folder / "rgba.png",

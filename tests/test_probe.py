@@ -21,16 +21,14 @@ import fbench
 from fbench import FbenchError
 from fbench.cli.probe import probe_cmd
 from fbench.data.probe import (
-    BUILTIN_FAMILIES,
     chance_levels,
-    feature_families,
-    jpeg_quality,
     probe_markdown,
     run_probe,
     shortcut_warnings,
     stored_probe,
     subsample,
 )
+from fbench.data.probe_features import BUILTIN_FAMILIES, feature_families, jpeg_quality
 from fbench.plugins.registry import get_registry, registered
 
 N_TRAIN, N_EVAL = 40, 40  # per label

@@ -106,3 +106,20 @@ def test_load_plugins_env_keeps_external_packages_out(monkeypatch):
     assert reg._allowed("fbench-tiny-cnn") and not reg._allowed("third")
     monkeypatch.delenv("FBENCH_LOAD_PLUGINS")
     assert reg._allowed("anything")
+
+
+def test_bench_groups_are_strings_and_stored_as_a_tuple():
+    spec = DetectorSpec(name="timed", summary="s", factory=_factory, bench_groups=["freq: A"])
+    assert spec.bench_groups == ("freq: A",)
+    for bad in ("freq: A", ("",), (3,)):
+        with pytest.raises(ValueError, match="bench_groups"):
+            DetectorSpec(name="timed", summary="s", factory=_factory, bench_groups=bad)
+
+
+def test_register_callbacks_are_typed_in_the_hookspecs():
+    import typing
+
+    from fbench.plugins import hookspecs
+
+    hints = typing.get_type_hints(hookspecs.register_detectors)
+    assert typing.get_args(hints["register"])[0] == [DetectorSpec]

@@ -22,14 +22,12 @@ from fbench.cli import cli
 from fbench.data.fingerprint import FINGERPRINT_KEY, record_dataset
 from fbench.data.manifest import resolve_path
 from fbench.plugins.registry import registered
-from fbench.use.reproduce import (
+from fbench.use.reproduce import reproduce, resolve_stored, run_config
+from fbench.use.reproduce_checks import (
     DEFAULT_TOLERANCE,
     dataset_differences,
     environment_differences,
     expected_agreement,
-    reproduce,
-    resolve_stored,
-    run_config,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:run .* collapsed:UserWarning")

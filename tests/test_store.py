@@ -12,7 +12,8 @@ import time
 import pytest
 
 from fbench import FbenchError
-from fbench.runs.store import atomic_path, new_run_dir, prepare_out_dir, read_json, write_json
+from fbench.files import atomic_path, read_json, write_json
+from fbench.runs.store import new_run_dir, prepare_out_dir
 
 
 def test_failed_write_keeps_the_old_file(tmp_path):
@@ -30,7 +31,7 @@ def test_sigkill_during_writes_never_leaves_a_partial_file(tmp_path):
     target = tmp_path / "big.json"
     write_json(target, {"version": -1, "rows": []})
     writer = textwrap.dedent(f"""
-        from fbench.runs.store import write_json
+        from fbench.files import write_json
         i = 0
         while True:
             write_json({str(target)!r}, {{"version": i, "rows": list(range(200_000))}})

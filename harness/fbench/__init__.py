@@ -54,6 +54,10 @@ _LAZY = {
     # the landmark cache a preparation command writes and a run reads
     "write_landmark_cache": "fbench.data.landmarks",
     "load_landmarks": "fbench.data.landmarks",
+    # the one image reader and truncation rule, for plugins that read images
+    "read_image": "fbench.data.images",
+    "truncation_reason": "fbench.data.images",
+    "UnreadableImage": "fbench.data.images",
     # the shortcut probe: which cheap cues predict the label before a table is believed
     "run_probe": "fbench.data.probe",
     "stored_probe": "fbench.data.probe",
@@ -96,6 +100,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from fbench.data.audit import difference_hash
     from fbench.data.built import load_built_dataset
+    from fbench.data.images import UnreadableImage, read_image, truncation_reason
     from fbench.data.landmarks import load_landmarks, write_landmark_cache
     from fbench.data.manifest import make_manifest, validate_manifest
     from fbench.data.probe import run_probe, shortcut_warnings, stored_probe

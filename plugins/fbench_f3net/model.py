@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbench import Batch, Detector, DetectorOutput, FbenchError
-from fbench_f3net.fad import FADHead
-from fbench_f3net.lfs import LFS_ORDERS, LFSHead
+from fbench_blocks.decoder import SegDecoder
+from fbench_blocks.frequency import LFS_ORDERS, FADHead, LFSHead
+from fbench_blocks.losses import DICE_REDUCTIONS, multitask_loss
+from fbench_blocks.options import parse_int_list
+from fbench_blocks.xception import EXIT, XceptionBackbone, check_init, kept_blocks
 from fbench_f3net.mixblock import MixBlock
-from fbench_f3net.options import parse_int_list
-from fbench_f3net.seg import DICE_REDUCTIONS, SegDecoder, multitask_loss
-from fbench_f3net.xception import EXIT, XceptionBackbone, check_init, kept_blocks
 
 VARIANTS = ("xception", "fad", "lfs", "both", "mix", "mix-seg")
 MIX_AFTER = {"thesis": (8, 11), "full": (7, 12)}

@@ -142,6 +142,11 @@ def thesis_protocol(short: str) -> dict[str, Any]:
     return recipe
 
 
+# What `fbench bench` times on its own in each variant (the heads' `bench_group`).
+_FAD, _LFS = "frequency: FAD", "frequency: LFS"
+_BENCH_GROUPS = {"xception": (), "fad": (_FAD,), "lfs": (_LFS,), "both": (_FAD, _LFS),
+                 "mix": (_FAD, _LFS), "mix-seg": (_FAD, _LFS)}
+
 THESIS_REFERENCE = "thesis, seg_2"
 # The thesis's final table (eval split of seg_2, %; params in M): a reference, not a result.
 _THESIS_TABLE = {
@@ -169,6 +174,7 @@ def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
             traits=_TRAITS[short],
             references={THESIS_REFERENCE: _THESIS_TABLE[short]},
             protocols={"thesis": thesis_protocol(short)},
+            bench_groups=_BENCH_GROUPS[short],
         ))
 
 

@@ -1,6 +1,6 @@
 """FFD (Dang et al., CVPR 2020): Xception with an attention map in its middle flow.
 
-The backbone is F3Net's :class:`fbench_f3net.xception.XceptionBackbone` (timm's
+The backbone is the shared :class:`fbench_blocks.xception.XceptionBackbone` (timm's
 ``legacy_xception``), run in two parts around the attention layer, so that ``ffd-attention``
 and ``f3net-xception`` differ in the attention layer alone.
 """
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbench import Batch, Detector, DetectorOutput, FbenchError
-from fbench_f3net.xception import EXIT, XceptionBackbone, kept_blocks
+from fbench_blocks.xception import EXIT, XceptionBackbone, kept_blocks
 from fbench_ffd.attention import (
     SUPERVISIONS,
     WEAK_FAKE_TARGET,

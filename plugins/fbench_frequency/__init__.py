@@ -1,5 +1,5 @@
-"""Built-in frequency-domain transforms (``dct``, ``dft``, ``dft-legacy``) and the reusable
-DCT/DFT maths behind them (:mod:`fbench_frequency.dct`, :mod:`fbench_frequency.dft`), which
-frequency detectors such as F3Net import.
+"""Built-in frequency-domain transforms (``dct``, ``dft``, ``dft-legacy``). The DFT maths is
+here (:mod:`fbench_frequency.dft`); the DCT is the shared :mod:`fbench_blocks.dct`, which
+frequency detectors such as F3Net use too.
 
 Importing this package stays light: torch is imported by the submodules only."""

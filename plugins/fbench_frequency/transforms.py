@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fbench import FbenchError
-from fbench_frequency.dct import dct_2d
+from fbench_blocks.dct import dct_2d
 from fbench_frequency.dft import ccs_packed_dft, log_magnitude_dft
 
 # ITU-R BT.601 luma, the weights PIL's convert("L") and Frank et al.'s grayscale use.

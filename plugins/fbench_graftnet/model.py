@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbench import Batch, Detector, DetectorOutput, FbenchError
-from fbench_f3net.fad import FADHead
-from fbench_f3net.lfs import LFS_ORDERS, LFSHead
-from fbench_f3net.seg import DICE_REDUCTIONS, multitask_loss
+from fbench_blocks.frequency import LFS_ORDERS, FADHead, LFSHead
+from fbench_blocks.losses import DICE_REDUCTIONS, multitask_loss
 from fbench_graftnet.decoder import ACTIVATIONS, GraftDecoder
 from fbench_graftnet.graft import THESIS_GRID, GraftAttention
 
@@ -139,7 +138,8 @@ class GraftNetSeg(GraftNet):
     from the fused map to a forgery mask at the input's size.
 
     ``loss`` = ``ce_weight``·CE + ``bce_weight``·BCE + ``dice_weight``·Dice; the mask terms
-    (``fbench_f3net.seg.multitask_loss``) use only rows whose mask is known (``batch.has_mask``).
+    (``fbench_blocks.losses.multitask_loss``) use only rows whose mask is known
+    (``batch.has_mask``).
     """
 
     def __init__(self, num_classes: int = 3, input_size: int = 224,

@@ -98,6 +98,7 @@ def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
                     "multi_task": "yes (mask)" if needs_masks else "no"},
             references={"thesis, seg_2": _THESIS_TABLE[name]},
             protocols={"thesis": thesis_protocol(needs_masks)},
+            bench_groups=("frequency: FAD", "frequency: LFS"),
         ))
 
 

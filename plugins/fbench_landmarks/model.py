@@ -234,7 +234,7 @@ class TwoStreamLandmark(Detector):
                               "this dataset has none.",
                               "use a dataset with masks (e.g. synthetic, seg_2), or "
                               "--set mask_head=false.")
-        from fbench_f3net.seg import mask_losses
+        from fbench_blocks.losses import mask_losses
 
         masks = mask_losses(output.aux["mask_logits"], batch.masks, batch.has_mask)
         terms.update({k: v * self.weights[k] for k, v in masks.items()})

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fbench import DetectorSpec, ProbeFeatureSpec, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
+    import click
     import pandas as pd
 
     from fbench_landmarks.model import TwoStreamLandmark
@@ -83,7 +84,7 @@ def register_probe_features(register: Callable[[ProbeFeatureSpec], Any]) -> None
 
 
 @hookimpl
-def register_commands(cli: Any) -> None:
+def register_commands(cli: click.Group) -> None:
     from fbench_landmarks.commands import add_commands
 
     add_commands(cli)

@@ -32,7 +32,7 @@ class HighPassDCT(nn.Module):
     otherwise), orthonormal 2-D DCT-II ``D·X·Dᵀ``, coefficients below ``cutoff`` zeroed,
     inverse DCT ``Dᵀ·Y·D``. Runs in float32 under autocast (the small high-frequency
     coefficients are the signal); nothing in it is learned. Any input size; the DCT matrices
-    are cached per size and device (:mod:`fbench_frequency.dct`)."""
+    are cached per size and device (:mod:`fbench_blocks.dct`)."""
 
     def __init__(self, cutoff: float = DEFAULT_CUTOFF) -> None:
         super().__init__()
@@ -49,7 +49,7 @@ class HighPassDCT(nn.Module):
         return x.mean(dim=1, keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from fbench_frequency.dct import dct_2d, idct_2d
+        from fbench_blocks.dct import dct_2d, idct_2d
 
         gray = self.gray(x)
         mask = highpass_mask(gray.shape[-2], gray.shape[-1], self.cutoff, gray.device)

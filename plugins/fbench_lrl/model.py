@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbench import Batch, Detector, DetectorOutput, FbenchError
-from fbench_f3net.options import parse_int_list
-from fbench_f3net.seg import SegDecoder, mask_losses
+from fbench_blocks.decoder import SegDecoder
+from fbench_blocks.losses import mask_losses
+from fbench_blocks.options import parse_int_list
 from fbench_lrl.highpass import DEFAULT_CUTOFF, HighPassDCT
 from fbench_lrl.rfam import RGBFrequencyAttention
 from fbench_lrl.similarity import similarity_loss

@@ -94,6 +94,6 @@ def register_transforms(register: Callable[[TransformSpec], Any]) -> None:
                                    "seeded"))
     register(TransformSpec(name="resize", factory=make_resize,
                            summary="perturbation: down-sample by factor, then up again"))
-    register(TransformSpec(name="crop", factory=make_crop,
+    register(TransformSpec(name="crop", factory=make_crop, geometric=True,
                            summary="perturbation: centre crop of fraction of each side, "
                                    "resized back"))

@@ -3,6 +3,7 @@ when writing a new one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fbench import DetectorSpec, hookimpl
@@ -34,7 +35,7 @@ def make_resnet18(num_classes: int = 3, pretrained_path: str | None = None,
 
 
 @hookimpl
-def register_detectors(register) -> None:
+def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
     register(DetectorSpec(
         name="resnet18",
         summary="ResNet18 (timm) classifier on the transformed image; the thesis's baseline",

@@ -65,22 +65,12 @@ def crop_person(bgr: np.ndarray, score: np.ndarray, threshold: float, blank: boo
     return np.ascontiguousarray(image[y0:y1, x0:x1]), (x0, y0, x1 - x0, y1 - y0)
 
 
-def prepare_ffhq(src: str | Path, out: str | Path, *, threshold: float = 0.1,
-                 blank_background: bool = True, margin: float = 0.0, limit: int | None = None,
-                 seed: int = 0, progress: bool = True,
-                 segmenter: Segmenter | None = None) -> dict[str, Any]:
-    """Crop every FFHQ image under ``src`` (searched recursively) to the person, writing
-    ``out/<name>.png`` and ``out/index.parquet`` (image, source_image, x, y, w, h, width,
-    height). ``limit``: a seeded random subset of that many images. Resumable: images already
-    finished (with the same settings) are skipped. Returns the summary it also stores in
-    ``out/report.json``."""
-    import cv2
+def _checked_files(src: Path, out: Path, threshold: float, margin: float, limit: int | None,
+                   seed: int) -> list[Path]:
+    """The FFHQ images to crop, after every argument is checked: one clear line per mistake,
+    before any work starts."""
     import numpy as np
-    import pandas as pd
 
-    from fbench import write_json, write_parquet
-
-    src, out = Path(src), Path(out)
     if not src.is_dir():
         raise FbenchError(f"FFHQ directory {src} does not exist.",
                           "point at the folder holding the FFHQ PNGs (e.g. images1024x1024).")
@@ -106,46 +96,74 @@ def prepare_ffhq(src: str | Path, out: str | Path, *, threshold: float = 0.1,
             files = [files[i] for i in sorted(pick)]
     if out.resolve() == src.resolve():
         raise FbenchError("--out is the FFHQ folder itself.", "give a separate directory.")
+    return files
 
+
+def _crop_one(f: Path, src: Path, out: Path, segmenter: Segmenter, journal: Journal,
+              threshold: float, blank_background: bool, margin: float) -> None:
+    """Crop one image to its person and record the outcome in the journal."""
+    import cv2
+
+    bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FbenchError(f"FFHQ image {f} cannot be read.",
+                          "replace or remove it, then re-run (finished images are kept).")
+    score = segmenter(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    result = crop_person(bgr, score, threshold, blank_background, margin)
+    rel = str(f.relative_to(src))
+    if result is None:
+        journal.record(f.stem, status="no_person", source_image=rel)
+        return
+    crop, (x, y, w, h) = result
+    name = f"{f.stem}.png"
+    write_image_atomically(out / name, crop)
+    journal.record(f.stem, status="ok", image=name, source_image=rel, x=x, y=y, w=w, h=h,
+                   width=w, height=h, source_width=int(bgr.shape[1]),
+                   source_height=int(bgr.shape[0]))
+
+
+def _write_index(out: Path, records: list[dict[str, Any]]) -> int:
+    """``out/index.parquet`` of the cropped images, by name; returns how many there are."""
+    import pandas as pd
+
+    from fbench import write_parquet
+
+    ok = sorted((r for r in records if r["status"] == "ok"), key=lambda r: r["image"])
+    cols = ["image", "source_image", "x", "y", "w", "h", "width", "height",
+            "source_width", "source_height"]
+    write_parquet(out / INDEX, pd.DataFrame([{c: r[c] for c in cols} for r in ok], columns=cols))
+    return len(ok)
+
+
+def prepare_ffhq(src: str | Path, out: str | Path, *, threshold: float = 0.1,
+                 blank_background: bool = True, margin: float = 0.0, limit: int | None = None,
+                 seed: int = 0, progress: bool = True,
+                 segmenter: Segmenter | None = None) -> dict[str, Any]:
+    """Crop every FFHQ image under ``src`` (searched recursively) to the person, writing
+    ``out/<name>.png`` and ``out/index.parquet`` (image, source_image, x, y, w, h, width,
+    height). ``limit``: a seeded random subset of that many images. Resumable: images already
+    finished (with the same settings) are skipped. Returns the summary it also stores in
+    ``out/report.json``."""
+    from fbench import write_json
+
+    src, out = Path(src), Path(out)
+    files = _checked_files(src, out, threshold, margin, limit, seed)
     settings = {"command": "prepare ffhq", "source": str(src.resolve()),
                 "threshold": threshold, "blank_background": blank_background,
                 "margin": margin, "limit": limit, "seed": seed,
                 "model": "mediapipe selfie_segmentation model 0"}
     own_segmenter = segmenter is None
     start = time.perf_counter()
-    done_before = processed = 0
     with Journal(out, settings, "fbench data prepare ffhq") as journal:
-        pending = []
-        for f in files:
-            entry = journal.done.get(f.stem)
-            if entry and (entry["status"] != "ok" or (out / entry["image"]).is_file()):
-                done_before += 1
-            else:
-                pending.append(f)
+        pending = [f for f in files if not _finished(journal, out, f.stem)]
         if pending and own_segmenter:
             segmenter = SelfieSegmenter()
         try:
             with progress_bar("FFHQ crop", len(pending), progress) as advance:
                 for f in pending:
-                    bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
-                    if bgr is None:
-                        raise FbenchError(f"FFHQ image {f} cannot be read.",
-                                          "replace or remove it, then re-run (finished "
-                                          "images are kept).")
-                    score = segmenter(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                    result = crop_person(bgr, score, threshold, blank_background, margin)
-                    rel = str(f.relative_to(src))
-                    if result is None:
-                        journal.record(f.stem, status="no_person", source_image=rel)
-                    else:
-                        crop, (x, y, w, h) = result
-                        name = f"{f.stem}.png"
-                        write_image_atomically(out / name, crop)
-                        journal.record(f.stem, status="ok", image=name, source_image=rel,
-                                       x=x, y=y, w=w, h=h, width=w, height=h,
-                                       source_width=int(bgr.shape[1]),
-                                       source_height=int(bgr.shape[0]))
-                    processed += 1
+                    assert segmenter is not None
+                    _crop_one(f, src, out, segmenter, journal, threshold, blank_background,
+                              margin)
                     advance()
         finally:
             if own_segmenter and segmenter is not None:
@@ -153,14 +171,17 @@ def prepare_ffhq(src: str | Path, out: str | Path, *, threshold: float = 0.1,
         wanted = {f.stem for f in files}
         records = [r for k, r in journal.done.items() if k in wanted]
     seconds = time.perf_counter() - start
-    ok = sorted((r for r in records if r["status"] == "ok"), key=lambda r: r["image"])
-    cols = ["image", "source_image", "x", "y", "w", "h", "width", "height",
-            "source_width", "source_height"]
-    index = pd.DataFrame([{c: r[c] for c in cols} for r in ok], columns=cols)
-    write_parquet(out / INDEX, index)
+    processed = len(pending)
     no_person = sorted(r["source_image"] for r in records if r["status"] == "no_person")
-    summary = {"images": len(files), "done_before": done_before, "processed": processed,
-               "cropped": len(ok), "no_person": no_person, "seconds": round(seconds, 3),
+    summary = {"images": len(files), "done_before": len(files) - processed,
+               "processed": processed, "cropped": _write_index(out, records),
+               "no_person": no_person, "seconds": round(seconds, 3),
                "images_per_s": round(processed / seconds, 2) if processed and seconds else None}
     write_json(out / REPORT, summary)
     return summary
+
+
+def _finished(journal: Journal, out: Path, stem: str) -> bool:
+    # An image counts as done when its crop is on disk, or it was found to hold no person.
+    entry = journal.done.get(stem)
+    return bool(entry) and (entry["status"] != "ok" or (out / entry["image"]).is_file())

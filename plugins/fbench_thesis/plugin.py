@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fbench import DatasetSpec, FbenchError, hookimpl
+from fbench import DatasetSpec, FbenchError, Recipe, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
+    import click
     import pandas as pd
 
 # dataset name -> the recipe its directory must have been built from
@@ -60,7 +61,7 @@ def load_thesis_lists(root: str | None = None) -> pd.DataFrame:
 
 
 @hookimpl
-def register_recipes(register: Any) -> None:
+def register_recipes(register: Callable[[Recipe], Any]) -> None:
     from fbench_thesis.recipes import RECIPES
 
     for recipe in RECIPES:
@@ -68,7 +69,7 @@ def register_recipes(register: Any) -> None:
 
 
 @hookimpl
-def register_datasets(register: Any) -> None:
+def register_datasets(register: Callable[[DatasetSpec], Any]) -> None:
     for dataset, recipe in BUILT_DATASETS.items():
         masks = recipe == "seg_2"
         register(DatasetSpec(
@@ -85,7 +86,7 @@ def register_datasets(register: Any) -> None:
 
 
 @hookimpl
-def register_commands(cli: Any) -> None:
+def register_commands(cli: click.Group) -> None:
     from fbench_thesis.commands import add_commands
 
     add_commands(cli)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fbench import TransformSpec, hookimpl
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -16,7 +19,7 @@ def make_raw(mean: tuple[float, float, float] = IMAGENET_MEAN,
 
 
 @hookimpl
-def register_transforms(register) -> None:
+def register_transforms(register: Callable[[TransformSpec], Any]) -> None:
     register(TransformSpec(
         name="raw",
         summary="RGB pixels, resized to the detector's input size and normalised "

@@ -1,11 +1,8 @@
 """ffd-attention (Dang et al., CVPR 2020): the spec, the attention layer and its three kinds of
-supervision against their definitions, forward and backward at several sizes, the map gating
+supervision against their definitions, the attention layer learning, the map gating
 the features, local weights, refusing mask-less data, and a short training that learns."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -33,12 +30,6 @@ def test_spec_declares_masks_and_the_thesis_input():
     assert get_registry().provider("detector", "ffd-attention") == "ffd"
 
 
-def test_plugin_module_does_not_import_torch():
-    code = ("import sys, fbench_ffd.plugin; "
-            "sys.exit(int('torch' in sys.modules or 'timm' in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-
-
 def test_parameters_are_f3net_xception_plus_the_attention_layer():
     for depth, total in (("thesis", 14.36), ("full", 20.82)):
         ffd = fbench.create_detector("ffd-attention", depth=depth)
@@ -47,19 +38,15 @@ def test_parameters_are_f3net_xception_plus_the_attention_layer():
         assert abs(n_params(ffd) / 1e6 - total) < 0.01
 
 
-@pytest.mark.parametrize("size, side", [(32, 2), (64, 4), (224, 14)])
-def test_forward_backward_and_every_supervision(size, side):
+def test_every_supervision_and_the_attention_layer_learns():
+    # Shapes, finiteness and back-propagation at 64 and 224 px are the contract test's.
     torch.manual_seed(0)
     model = fbench.create_detector("ffd-attention")
     assert isinstance(model, fbench.Detector) and model.attention_after == 8
-    n = 1 if size == 224 else 2  # one image is enough to check 224 px, and half the time
+    size, n = 32, 2
     batch = make_batch(size, n=n)
     out = model(batch)
-    assert out.logits.shape == (n, 3)
-    assert out.mask.shape == (n, 1, size, size)
-    assert out.aux["attention_map"].shape == (n, 1, side, side)  # 1/16 of the input
-    mask = out.mask.detach()
-    assert float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0
+    assert out.aux["attention_map"].shape == (n, 1, 2, 2)  # 1/16 of the input
     expected = {"full": {"ce", "map"}, "weak": {"ce", "map"}, "none": {"ce"}}
     for mode, keys in expected.items():
         model.map_supervision = mode

@@ -9,7 +9,7 @@ from scipy.fft import dctn
 
 import fbench
 from fbench import FbenchError
-from fbench_frequency.dct import (
+from fbench_blocks.dct import (
     dct_2d,
     dct_basis_2d,
     dct_matrix,

@@ -1,13 +1,10 @@
-"""The GraftNet family: the thesis's parameter count, forward and backward at a CPU-sized, a
-small and the thesis's input, the graft attention against torch's multi-head attention, the
+"""The GraftNet family: the thesis's parameter count, every stream learning (shapes at 64 and
+224 px are the contract test's), the graft attention against torch's multi-head attention, the
 streams in their thesis roles, the published code's fusion as the default (the figure's FAD
 residual as an option), the thesis's initialisation, the multi-task loss, the thesis's recipe,
 the refusal of a dataset without masks, and a short training that beats chance."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,7 +15,7 @@ from torch import nn
 
 import fbench
 from fbench import DatasetSpec, FbenchError, hookimpl
-from fbench_f3net.seg import dice_loss
+from fbench_blocks.losses import dice_loss
 from fbench_graftnet.graft import GraftAttention, resample
 
 DETECTORS = ("graftnet", "graftnet-seg")
@@ -43,12 +40,6 @@ def test_registration_and_ablation_group():
     assert group.variants == {"graft": "graftnet", "graft-seg": "graftnet-seg"}
 
 
-def test_plugin_module_does_not_import_torch():
-    code = ("import sys, fbench_graftnet.plugin; "
-            "sys.exit(int('torch' in sys.modules or 'timm' in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-
-
 def test_parameter_counts_match_the_thesis():
     plain = fbench.create_detector("graftnet")
     seg = fbench.create_detector("graftnet-seg")
@@ -66,32 +57,27 @@ def test_parameter_counts_match_the_thesis():
 
 
 @pytest.mark.parametrize("name", DETECTORS)
-def test_forward_and_backward_at_32_64_and_224_px(name):
+def test_every_stream_learns(name):
+    # Shapes, finiteness and back-propagation at 64 and 224 px are the contract test's; what
+    # is GraftNet's own: each stream, the graft attention and the decoder receive gradients.
     torch.manual_seed(0)
     model = fbench.create_detector(name)
-    assert isinstance(model, fbench.Detector)
-    for size in (32, 64, 224):
-        model.zero_grad(set_to_none=True)
-        batch = make_batch(size)
-        out = model(batch)
-        assert out.logits.shape == (2, 3)
-        losses = model.loss(out, batch)
-        if name == "graftnet-seg":
-            assert out.mask is not None and out.mask.shape == (2, 1, size, size)
-            assert out.aux["mask_logits"].shape == (2, 1, size, size)
-            mask = out.mask.detach()
-            assert float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0
-            assert set(losses) == {"ce", "bce", "dice"}
-        else:
-            assert out.mask is None and set(losses) == {"ce"}
-        assert all(torch.isfinite(v) for v in losses.values())
-        sum(losses.values()).backward()
-        for part in (model.fad_head.learnable, model.lfs_head.learnable, model.graft.query.weight,
-                     model.graft.key.weight, model.graft.value.weight, model.rgb[0].weight,
-                     model.fc.weight):
-            assert part.grad is not None and float(part.grad.abs().sum()) > 0, size
-        if name == "graftnet-seg":
-            assert float(model.decoder.final.weight.grad.abs().sum()) > 0
+    size = 32
+    batch = make_batch(size)
+    out = model(batch)
+    losses = model.loss(out, batch)
+    if name == "graftnet-seg":
+        assert out.aux["mask_logits"].shape == (2, 1, size, size)
+        assert set(losses) == {"ce", "bce", "dice"}
+    else:
+        assert out.mask is None and set(losses) == {"ce"}
+    sum(losses.values()).backward()
+    for part in (model.fad_head.learnable, model.lfs_head.learnable, model.graft.query.weight,
+                 model.graft.key.weight, model.graft.value.weight, model.rgb[0].weight,
+                 model.fc.weight):
+        assert part.grad is not None and float(part.grad.abs().sum()) > 0
+    if name == "graftnet-seg":
+        assert float(model.decoder.final.weight.grad.abs().sum()) > 0
 
 
 def test_odd_input_sizes_where_streams_round_differently():

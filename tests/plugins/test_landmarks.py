@@ -1,15 +1,13 @@
-"""The landmarks plugin: the two-stream detector (every fusion forward and backward at 32, 64
-and 224 px, the landmark stream really used, the mask head and its losses), heatmap rendering
-on known points, the `fbench data landmarks` command with the real mediapipe face mesh on a
-real photograph and a blank image, `fbench run` refusing without landmarks, and a short
-training on the synthetic dataset, preparation included."""
+"""The landmarks plugin: the two-stream detector (every fusion training its landmark side, the
+shapes at 64 and 224 px being the contract test's; the landmark stream really used, the mask
+head and its losses), heatmap rendering on known points, the `fbench data landmarks` command
+with the real mediapipe face mesh on a real photograph and a blank image, `fbench run` refusing
+without landmarks, and a short training on the synthetic dataset, preparation included."""
 
 from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -73,38 +71,30 @@ def test_registration():
     assert get_registry().provider("detector", NAME) == "landmarks"
 
 
-def test_plugin_module_imports_nothing_heavy():
-    code = ("import sys, fbench_landmarks.plugin; "
-            "sys.exit(int(any(m in sys.modules for m in ('torch', 'timm', 'mediapipe', "
-            "'cv2'))))")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-
-
 # ---------------------------------------------------------------------------------- model
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
-def test_forward_and_backward_at_32_64_and_224_px(fusion):
+def test_every_fusion_trains_its_landmark_side(fusion):
+    # The default fusion's shapes and back-propagation at 64 and 224 px are the contract
+    # test's; here every fusion, at a CPU-sized input.
     torch.manual_seed(0)
     model = fbench.create_detector(NAME, fusion=fusion)
-    assert isinstance(model, fbench.Detector)
-    for size in (32, 64, 224):
-        model.zero_grad(set_to_none=True)
-        batch = make_batch(size)
-        out = model(batch)
-        assert out.logits.shape == (2, 3) and out.mask is None
-        losses = model.loss(out, batch)
-        assert set(losses) == {"ce"} and all(torch.isfinite(v) for v in losses.values())
-        sum(losses.values()).backward()
-        assert model.fc.weight.grad is not None
-        # the landmark side learns too: for mid first the scale that lets it in (from 0)
-        if fusion == "early":  # the stem's heatmap input channels
-            grad = next(p for p in model.backbone.parameters() if p.ndim == 4).grad[:, 3:]
-        elif fusion == "mid":
-            grad = model.project[1].weight.grad
-        else:
-            grad = model.landmarks.layers[0][0].weight.grad
-        assert grad is not None and float(grad.abs().sum()) > 0, size
+    batch = make_batch(32)
+    out = model(batch)
+    assert out.logits.shape == (2, 3) and out.mask is None
+    losses = model.loss(out, batch)
+    assert set(losses) == {"ce"} and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.fc.weight.grad is not None
+    # the landmark side learns too: for mid first the scale that lets it in (from 0)
+    if fusion == "early":  # the stem's heatmap input channels
+        grad = next(p for p in model.backbone.parameters() if p.ndim == 4).grad[:, 3:]
+    elif fusion == "mid":
+        grad = model.project[1].weight.grad
+    else:
+        grad = model.landmarks.layers[0][0].weight.grad
+    assert grad is not None and float(grad.abs().sum()) > 0
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)

@@ -5,9 +5,6 @@ weights, refusing mask-less data, and a short training that learns."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -43,12 +40,6 @@ def test_spec_declares_masks():
     assert spec.needs_masks and not spec.needs_landmarks
     assert spec.family == "lrl" and spec.transform == "raw" and spec.input_size == 224
     assert get_registry().provider("detector", "lrl") == "lrl"
-
-
-def test_plugin_module_does_not_import_torch():
-    code = ("import sys, fbench_lrl.plugin; "
-            "sys.exit(int('torch' in sys.modules or 'timm' in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_similarity_target_of_a_hand_made_mask():
@@ -157,18 +148,14 @@ def test_parameter_count():
     assert model.fuse_at == (2, 3, 4) and model.sim_at == (2, 3) and model.sim_grid == (4, 4)
 
 
-@pytest.mark.parametrize("size", [32, 64, 224])
-def test_forward_backward(size):
+def test_fused_levels_every_loss_term_and_every_part_learns():
+    # Shapes, finiteness and back-propagation at 64 and 224 px are the contract test's.
     torch.manual_seed(0)
     model = fbench.create_detector("lrl")
-    assert isinstance(model, fbench.Detector)
-    n = 1 if size == 224 else 2  # one image is enough to check 224 px, and half the time
-    batch = make_batch(size, n=n)
+    size = 32
+    batch = make_batch(size)
     out = model(batch)
-    assert out.logits.shape == (n, 3)
-    assert out.mask.shape == (n, 1, size, size)
-    mask = out.mask.detach()
-    assert float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0
+    assert out.mask is not None
     for level, reduction in ((2, 8), (3, 16), (4, 32)):
         side = -(-size // reduction)
         assert out.aux[f"fused_{level}"].shape[-2:] == (side, side)

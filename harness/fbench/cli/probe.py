@@ -8,12 +8,14 @@ from pathlib import Path
 
 import click
 
+import fbench.cli.options as options
+
 
 @click.command("probe")
 @click.argument("dataset")
 @click.option("--data-root", type=click.Path(path_type=Path),
               help="The dataset's directory (a built dataset's --out).")
-@click.option("--dataset-option", multiple=True, metavar="KEY=VALUE")
+@options.dataset_option
 @click.option("--max-per-class", type=click.IntRange(min=1), default=2000, show_default=True,
               help="At most this many images per split (train+val, eval) and label, chosen "
               "deterministically.")
@@ -42,8 +44,9 @@ def probe_cmd(dataset: str, data_root: Path | None, dataset_option: tuple[str, .
     from fbench.progress import make_progress
     from fbench.train.config import parse_assignments
 
-    options = parse_assignments(dataset_option, "--dataset-option")
-    manifest = load_dataset(dataset, str(data_root) if data_root else None, **options)
+    dataset_options = parse_assignments(dataset_option, "--dataset-option")
+    manifest = load_dataset(dataset, str(data_root) if data_root else None,
+                            **dataset_options)
     with make_progress(Console(stderr=True), not no_progress) as bar:
         result = run_probe(manifest, max_per_class=max_per_class, progress=bar).to_dict()
     if output is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from fbench.cli.options import command_line
 from fbench.errors import FbenchError
 
 
@@ -119,7 +120,6 @@ def robustness_cmd(run_dirs: tuple[Path, ...], perturbs: tuple[str, ...], seed: 
     """
     from rich.console import Console
 
-    from fbench.cli import command_line
     from fbench.runs.store import load_run
     from fbench.use.robustness import parse_perturbation, rich_table
     from fbench.use.robustness import robustness as run_robustness
@@ -185,11 +185,3 @@ def reproduce_cmd(run_dir: Path, epochs_from_run: bool, out: Path | None, force:
         raise SystemExit(1)
     console.print(f"[green]{result.verdict()}[/]")
 
-
-COMMANDS = (predict_cmd, robustness_cmd, reproduce_cmd)
-
-
-def attach(group: click.Group) -> None:
-    """Add the three commands to the ``fbench`` group."""
-    for command in COMMANDS:
-        group.add_command(command)

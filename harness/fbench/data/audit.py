@@ -54,12 +54,10 @@ class AuditReport:
         }
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content, hex."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def difference_hash(path: str | os.PathLike, size: int = 8) -> int:
@@ -69,12 +67,9 @@ def difference_hash(path: str | os.PathLike, size: int = 8) -> int:
     different faces in about half. Public (``fbench.difference_hash``) for dataset plugins."""
     import cv2
 
-    from fbench.errors import FbenchError
+    from fbench.data.images import read_gray
 
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise FbenchError(f"image {path} cannot be read (not an image, or truncated).",
-                          "replace or remove it.")
+    img = read_gray(path)  # raises UnreadableImage naming the file and why
     small = cv2.resize(img, (size + 1, size), interpolation=cv2.INTER_AREA).astype(np.int16)
     bits = (small[:, 1:] > small[:, :-1]).flatten()
     return int(np.packbits(bits).view(">u8")[0])

@@ -22,8 +22,8 @@ from typing import Any
 import pandas as pd
 
 from fbench import files as store
-from fbench.errors import FbenchError
 from fbench.data.recipes import Recipe
+from fbench.errors import FbenchError
 
 MANIFEST = "manifest.parquet"
 CARD = "recipe.json"
@@ -71,8 +71,9 @@ def build_dataset(recipe: Recipe, root: str | Path, out: str | Path, seed: int =
         try:
             sha.append(file_sha256(p))
             dh.append(difference_hash(p))
-        except (OSError, ValueError, FbenchError):
-            raise FbenchError(f"image {p} cannot be read.",
+        except (OSError, ValueError, FbenchError) as exc:
+            why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            raise FbenchError(f"image {p} cannot be read ({why}).",
                               "replace or remove it and build again.") from None
         if progress:
             progress("hashing", i + 1)

@@ -1,4 +1,6 @@
-"""Decoding manifest rows into batches: OpenCV decode, resize to the detector's input size.
+"""Reading images, and decoding manifest rows into batches: THE image reader of fbench
+(:func:`read_image`, :func:`decode`: OpenCV, to uint8 RGB) with THE truncation rule
+(:func:`truncation_reason`), the resize to the detector's input size, the dataset and collate.
 
 The resize is antialiased bilinear by default (PIL's, which torchvision's
 ``resize(antialias=True)`` and the thesis's pipeline match within one grey level); OpenCV's
@@ -14,8 +16,12 @@ for real images, all-one for generated images; an edited image without a mask is
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -23,9 +29,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from fbench.plugins.batch import Batch
-from fbench.errors import FbenchError
 from fbench.data.manifest import resolve_path
+from fbench.errors import FbenchError
+from fbench.plugins.batch import Batch
 
 
 def to_uint8_rgb(img: np.ndarray, path: str = "<array>") -> np.ndarray:
@@ -68,17 +74,6 @@ def check_resampler(name: str) -> str:
     return name
 
 
-def read_image(path: str, size: int | None = None, resample: str = "bilinear") -> np.ndarray:
-    """Decode an image file as uint8 RGB, optionally resized to ``size`` x ``size``."""
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED) if os.path.isfile(path) else None
-    if img is None:
-        reason = "does not exist" if not os.path.exists(path) else "cannot be decoded"
-        raise FbenchError(f"image {path} {reason}.",
-                          "replace or remove the file, or rebuild the dataset.")
-    img = to_uint8_rgb(img, path)
-    return img if size is None else resize_square(img, size, resample)
-
-
 def resize_square(img: np.ndarray, size: int, resample: str = "bilinear") -> np.ndarray:
     """uint8 RGB ``[H, W, 3]`` to ``size`` x ``size``. Training, evaluation and
     ``fbench predict`` all resize through here, so they see the same pixels.
@@ -98,11 +93,158 @@ def resize_square(img: np.ndarray, size: int, resample: str = "bilinear") -> np.
     return cv2.resize(img, (size, size), interpolation=interp)
 
 
+# -- the one image reader ----------------------------------------------------------------------
+TAIL_WINDOW = 64 * 1024
+"""How far from a file's end its end marker may sit. Cameras and editors append trailers after
+a JPEG's end-of-image marker (maker notes, a second preview, a motion-photo index) and tools
+append data after a PNG's IEND chunk; such a file is whole. A truncated file has no end
+marker at all (a decoder may still return an image from it, grey below the cut)."""
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and its fixed CRC
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_JPEG_END = b"\xff\xd9"
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # markers without a length field
+_MAX_SEGMENTS = 4096
+
+
+def _jpeg_scan_start(fh: BinaryIO, size: int) -> int | None:
+    """Offset of a JPEG's first start-of-scan marker, found by walking the header segments
+    (``size`` when the file ends inside its header; None when the header cannot be walked).
+    An EXIF thumbnail inside an APP segment has an end marker of its own: only an end marker
+    after the scan starts says the main image is whole."""
+    pos = 2
+    for _ in range(_MAX_SEGMENTS):
+        fh.seek(pos)
+        head = fh.read(4)
+        if len(head) < 4:
+            return size
+        if head[0] != 0xFF:
+            return None
+        marker = head[1]
+        if marker == 0xDA:
+            return pos
+        if marker == 0xFF:  # a fill byte before a marker
+            pos += 1
+        elif marker in _JPEG_STANDALONE:
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(head[2:4], "big")
+    return None
+
+
+def _truncation(fh: BinaryIO, size: int) -> str | None:
+    fh.seek(0)
+    head = fh.read(len(_PNG_MAGIC))
+    if head.startswith(_PNG_MAGIC):
+        fh.seek(max(0, size - TAIL_WINDOW))
+        if _PNG_END not in fh.read():
+            return "truncated (the PNG ends before its IEND chunk)"
+    elif head.startswith(_JPEG_MAGIC):
+        scan = _jpeg_scan_start(fh, size)
+        fh.seek(max(size - TAIL_WINDOW, scan or 0))
+        if _JPEG_END not in fh.read():
+            return "truncated (the JPEG ends before its end-of-image marker)"
+    return None
+
+
+def truncation_reason(path: str | os.PathLike) -> str | None:
+    """Why a PNG or JPEG file stops early (None when it is whole, or another format): THE
+    truncation rule of fbench, which the preflight of a run, ``fbench predict`` and
+    :func:`read_image` all apply. The format's end marker (PNG IEND, JPEG end-of-image after
+    the scan data) must lie within :data:`TAIL_WINDOW` bytes of the end."""
+    with open(path, "rb") as fh:
+        return _truncation(fh, os.fstat(fh.fileno()).st_size)
+
+
+class UnreadableImage(FbenchError):
+    """An image that cannot be used; ``reason`` says why in a few words (``zero bytes``,
+    ``truncated (...)``, ``corrupt (...)``, ``does not exist``), for reports that name it."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.reason = reason
+        verb = "" if reason.startswith(("does not exist", "cannot be read")) \
+            else "cannot be decoded: "
+        super().__init__(f"image {name} {verb}{reason}.",
+                         "replace or remove the file, or rebuild the dataset.")
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """OpenCV prints a warning per broken file; the reason goes into the error instead."""
+    if not hasattr(cv2, "setLogLevel"):  # pragma: no cover - older OpenCV builds
+        yield
+        return
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(0)  # 0 is LOG_LEVEL_SILENT
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(level)
+
+
+def _decode_raw(data: bytes, name: str, flags: int) -> np.ndarray:
+    if not data:
+        raise UnreadableImage(name, "zero bytes")
+    truncated = _truncation(io.BytesIO(data), len(data))
+    if truncated:
+        raise UnreadableImage(name, truncated)
+    with _quiet_opencv():
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if img is None:
+        reason = ("corrupt (OpenCV recognises the format but cannot decode it)"
+                  if cv2.haveImageReader(name) or data.startswith((_PNG_MAGIC, _JPEG_MAGIC))
+                  else "not an image OpenCV can decode")
+        raise UnreadableImage(name, reason)
+    return img
+
+
+def decode(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """An encoded image (the bytes of a PNG, JPEG, ... file) as uint8 RGB ``[H, W, 3]``, the
+    way training sees it: OpenCV ``IMREAD_UNCHANGED``, then gray, BGRA and 16-bit to 8-bit RGB.
+    Raises :class:`UnreadableImage` (truncated by :func:`truncation_reason`'s rule, corrupt,
+    empty, or of a pixel type fbench does not take)."""
+    img = _decode_raw(data, name, cv2.IMREAD_UNCHANGED)
+    try:
+        return to_uint8_rgb(img, name)
+    except FbenchError as exc:
+        raise UnreadableImage(name, exc.problem.removeprefix(f"{name}: ")) from None
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UnreadableImage(os.fspath(path), "does not exist") from None
+    except OSError as exc:
+        raise UnreadableImage(os.fspath(path), f"cannot be read: {exc.strerror or exc}") from None
+
+
+def read_image(path: str | os.PathLike, size: int | None = None,
+               resample: str = "bilinear") -> np.ndarray:
+    """THE image reader of fbench (public as ``fbench.read_image``; training, evaluation,
+    predict, the probe and plots read through it): a file as uint8 RGB ``[H, W, 3]``,
+    optionally resized to ``size`` x ``size`` with :func:`resize_square`. Raises
+    :class:`UnreadableImage` naming the file and the reason."""
+    name = os.fspath(path)
+    img = decode(_read_bytes(path), name)
+    return img if size is None else resize_square(img, size, resample)
+
+
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """A file as one uint8 channel ``[H, W]`` (OpenCV's own grayscale decode), through the same
+    checks as :func:`read_image`: masks and perceptual hashes read it."""
+    name = os.fspath(path)
+    return _decode_raw(_read_bytes(path), name, cv2.IMREAD_GRAYSCALE)
+
+
 def read_mask(path: str, size: int) -> np.ndarray:
     """A mask file as float32 ``[size, size]`` in {0, 1} (any non-dark pixel is forged)."""
-    m = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None
-    if m is None:
-        raise FbenchError(f"mask {path} cannot be read.", "replace it or rebuild the dataset.")
+    try:
+        m = read_gray(path)
+    except UnreadableImage as exc:
+        raise FbenchError(f"mask {path} cannot be read ({exc.reason}).",
+                          "replace it or rebuild the dataset.") from None
     if m.shape != (size, size):
         m = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST)
     return (m > 127).astype(np.float32)

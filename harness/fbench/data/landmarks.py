@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fbench.errors import FbenchError
 from fbench.data.manifest import resolve_path
+from fbench.errors import FbenchError
 
 FORMAT = 1
 """Bump when the file layout changes; an older file then reads as stale, not as garbage."""

@@ -3,8 +3,9 @@ run at once with its name, or, with ``--skip-bad``, is left out and counted in t
 an hour into training.
 
 The checks read file headers and tails only (no full decode), so they cost milliseconds per
-file: missing or empty files, PNGs without their end chunk and JPEGs without their end marker
-(truncated downloads decode "successfully" in OpenCV, grey at the bottom), unreadable headers,
+file: missing or empty files, truncated PNGs and JPEGs (by :func:`fbench.data.images.
+truncation_reason`, the rule ``fbench predict`` applies too: truncated downloads decode
+"successfully" in OpenCV, grey at the bottom), unreadable headers,
 images too large to decode in bounded memory, masks whose size differs from their image's, and
 masks that are not binary (binarised at 50 %, counted as a warning).
 """
@@ -17,15 +18,13 @@ from typing import Any
 
 import pandas as pd
 
-from fbench.errors import FbenchError
+from fbench.data.images import UnreadableImage, read_gray, read_image, truncation_reason
 from fbench.data.manifest import resolve_path
+from fbench.errors import FbenchError
 
 MAX_PIXELS = 64_000_000
 """Images above this many pixels are refused: decoding one would need > 190 MB of RAM per
 copy (and several copies live at once in a loader)."""
-
-_PNG_END = b"IEND\xaeB`\x82"
-_JPEG_END = b"\xff\xd9"
 
 
 @dataclass
@@ -39,30 +38,15 @@ class PreflightReport:
                 "warnings": len(self.warnings), "warning_examples": self.warnings[:limit]}
 
 
-def _tail(path: str, n: int = 64) -> bytes:
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - n))
-        return fh.read()
-
-
-def _head(path: str, n: int = 16) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(n)
-
-
 def image_problem(path: str, max_pixels: int = MAX_PIXELS) -> tuple[str | None, tuple[int, int]]:
     """Why ``path`` cannot be used as an image (None when it can), and its (width, height)."""
     if not os.path.isfile(path):
         return "does not exist", (0, 0)
     if os.path.getsize(path) == 0:
         return "is an empty (zero-byte) file", (0, 0)
-    head, tail = _head(path), _tail(path)
-    if head.startswith(b"\x89PNG") and _PNG_END not in tail:
-        return "is a truncated PNG (no IEND chunk at its end)", (0, 0)
-    if head.startswith(b"\xff\xd8") and _JPEG_END not in tail.rstrip(b"\x00"):
-        return "is a truncated JPEG (no end-of-image marker)", (0, 0)
+    truncated = truncation_reason(path)  # the same rule as fbench predict's
+    if truncated:
+        return f"is {truncated}", (0, 0)
     try:
         from PIL import Image
 
@@ -71,12 +55,10 @@ def image_problem(path: str, max_pixels: int = MAX_PIXELS) -> tuple[str | None, 
             width, height = im.size
     except Exception as exc:
         # formats Pillow does not know may still be readable by OpenCV; decode to be sure
-        import cv2
-
-        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if img is None:
+        try:
+            height, width = read_image(path).shape[:2]
+        except UnreadableImage:
             return f"cannot be decoded as an image ({type(exc).__name__})", (0, 0)
-        height, width = img.shape[:2]
     if width * height > max_pixels:
         return (f"is too large ({width}x{height} = {width * height / 1e6:.0f} MP, limit "
                 f"{max_pixels / 1e6:.0f} MP)"), (width, height)
@@ -91,11 +73,10 @@ def _mask_problem(path: str, image_size: tuple[int, int]) -> tuple[str | None, s
     if image_size != (0, 0) and size != image_size:
         return (f"mask is {size[0]}x{size[1]}, its image is {image_size[0]}x{image_size[1]}",
                 None)
-    import cv2
-
-    m = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        return "mask cannot be decoded", None
+    try:
+        m = read_gray(path)
+    except UnreadableImage as exc:
+        return f"mask cannot be decoded ({exc.reason})", None
     # anti-aliased or JPEG-compressed masks hold grey levels: usable, binarised at 50 %
     grey = int(((m > 10) & (m < 245)).sum())
     if grey > 0.01 * m.size:

@@ -11,7 +11,7 @@ dropped rather than given to the other split.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fbench.errors import FbenchError
 from fbench.plugins.specs import Recipe

@@ -14,7 +14,7 @@ import contextlib
 import fnmatch
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -28,6 +28,7 @@ from fbench.plugins.specs import (
     DatasetSpec,
     DetectorSpec,
     ProbeFeatureSpec,
+    Recipe,
     TransformSpec,
 )
 
@@ -133,60 +134,20 @@ class Registry:
     # -- collecting specs ------------------------------------------------------------------
     def _collect(self) -> None:
         self.load_entry_points()
-        specs: dict[str, dict[str, tuple[Any, str]]] = {k: {} for k in _KINDS}
-        for kind, (hook_name, spec_type) in _KINDS.items():
-            hook = getattr(self.pm.hook, hook_name)
-            for impl in hook.get_hookimpls():
-                plugin_name = impl.plugin_name
-                table = specs[kind]
+        self._specs = {kind: self._collect_table(hook, kind, spec_type)
+                       for kind, (hook, spec_type) in _KINDS.items()}
+        self._ablations = self._collect_table("register_ablations", "ablation family",
+                                              AblationSpec, key="family")
+        self._recipes = self._collect_table("register_recipes", "recipe", Recipe)
 
-                def register(spec: Any, _kind=kind, _type=spec_type, _plugin=plugin_name,
-                             _table=table) -> None:
-                    if not isinstance(spec, _type):
-                        raise FbenchError(
-                            f"plugin {_plugin!r} registered a {type(spec).__name__} as a "
-                            f"{_kind}; expected fbench.{_type.__name__}."
-                        )
-                    if spec.name in _table:
-                        other = _table[spec.name][1]
-                        raise FbenchError(
-                            f"{_kind} name {spec.name!r} is registered by two plugins: "
-                            f"{other!r} and {_plugin!r}.",
-                            f"uninstall one of them, or restrict loading with "
-                            f"{ENV_LOAD_PLUGINS}.",
-                        )
-                    _table[spec.name] = (spec, _plugin)
-
-                impl.function(register=register)
-        ablations: dict[str, tuple[AblationSpec, str]] = {}
-        for impl in self.pm.hook.register_ablations.get_hookimpls():
-            def register_ablation(spec: AblationSpec, _plugin=impl.plugin_name) -> None:
-                if spec.family in ablations:
-                    raise FbenchError(
-                        f"ablation family {spec.family!r} is registered by two plugins: "
-                        f"{ablations[spec.family][1]!r} and {_plugin!r}."
-                    )
-                ablations[spec.family] = (spec, _plugin)
-
-            impl.function(register=register_ablation)
-        recipes: dict[str, tuple[Any, str]] = {}
-        from fbench.plugins.specs import Recipe
-
-        for impl in self.pm.hook.register_recipes.get_hookimpls():
-            def register_recipe(recipe: Recipe, _plugin=impl.plugin_name) -> None:
-                if not isinstance(recipe, Recipe):
-                    raise FbenchError(f"plugin {_plugin!r} registered a "
-                                      f"{type(recipe).__name__} as a recipe.")
-                if recipe.name in recipes:
-                    raise FbenchError(
-                        f"recipe {recipe.name!r} is registered by two plugins: "
-                        f"{recipes[recipe.name][1]!r} and {_plugin!r}.")
-                recipes[recipe.name] = (recipe, _plugin)
-
-            impl.function(register=register_recipe)
-        self._specs = specs
-        self._ablations = ablations
-        self._recipes = recipes
+    def _collect_table(self, hook_name: str, kind: str, spec_type: type,
+                       key: str = "name") -> dict[str, tuple[Any, str]]:
+        """Call every plugin's ``hook_name`` with a ``register`` that files specs of
+        ``spec_type`` under their ``key``, with the plugin's name beside each."""
+        table: dict[str, tuple[Any, str]] = {}
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            impl.function(register=_registrar(table, kind, spec_type, key, impl.plugin_name))
+        return table
 
     def specs(self, kind: str) -> dict[str, tuple[Any, str]]:
         with self._lock:
@@ -252,6 +213,27 @@ class Registry:
     def hook(self) -> Any:
         self.load_entry_points()
         return self.pm.hook
+
+
+def _registrar(table: dict[str, tuple[Any, str]], kind: str, spec_type: type, key: str,
+               plugin: str) -> Callable[[Any], None]:
+    """The ``register`` callback one plugin's hook receives: the core, not the plugin, checks
+    each spec's type and that its name is not another plugin's."""
+
+    def register(spec: Any) -> None:
+        if not isinstance(spec, spec_type):
+            raise FbenchError(
+                f"plugin {plugin!r} registered a {type(spec).__name__} as a {kind}; "
+                f"expected fbench.{spec_type.__name__}.")
+        name = getattr(spec, key)
+        if name in table:
+            raise FbenchError(
+                f"{kind} name {name!r} is registered by two plugins: "
+                f"{table[name][1]!r} and {plugin!r}.",
+                f"uninstall one of them, or restrict loading with {ENV_LOAD_PLUGINS}.")
+        table[name] = (spec, plugin)
+
+    return register
 
 
 _registry: Registry | None = None

@@ -70,14 +70,21 @@ class TransformSpec:
     on the model's device and maps a float batch in [0, 1], ``[B, 3, H, W]``, already resized to
     the detector's input size by the data loader, to the model's input.
 
-    ``fit_on_train``: the module has a ``fit(batches)`` method that the engine calls once with
-    training batches before training (e.g. DCT statistics); its state is stored with the run.
+    The module keeps the batch size, height, width and device, and returns a float tensor.
+    ``fit_on_train`` and ``geometric`` declare what else the core may call on it (the protocols
+    of :mod:`fbench.plugins.protocols`).
     """
 
     name: str
     summary: str
     factory: Callable[..., Any]
     fit_on_train: bool = False
+    """The module is a ``FittedTransform``: the engine calls ``fit(batches)`` once with
+    training batches before training (e.g. DCT statistics); its state is stored with the run."""
+    geometric: bool = False
+    """The module moves pixels (a crop, a warp) and is a ``GeometricTransform``:
+    ``map_masks(masks)`` and ``map_points(points, size)`` move forgery masks and landmarks with
+    the image when ``fbench robustness`` uses it as a perturbation."""
 
     def __post_init__(self) -> None:
         _check_name("transform", self.name)
@@ -113,11 +120,21 @@ class DetectorSpec:
     ``fbench run --protocol NAME`` (e.g. ``{"thesis": {"lr": 2e-3, "batch_size": 32,
     "epochs": 30, "input_size": 224, "options": {"dice_reduction": "batch"}}}``): any run setting
     (``RunConfig`` field) plus ``options`` for the factory. Flags the user gives still win."""
+    bench_groups: tuple[str, ...] = ()
+    """The parts ``fbench bench`` times on their own in this detector's default build: each is
+    the ``bench_group`` class attribute of a submodule (a ``BenchTimed``, e.g.
+    ``"frequency: FAD"``), reported as its share of a training step."""
 
     def __post_init__(self) -> None:
         _check_name("detector", self.name)
         if not isinstance(self.input_size, int) or self.input_size < 8:
             raise ValueError(f"detector {self.name!r}: input_size must be an int >= 8")
+        if isinstance(self.bench_groups, str) or not all(
+                isinstance(g, str) and g for g in self.bench_groups):
+            raise ValueError(f"detector {self.name!r}: bench_groups must be a tuple of "
+                             "non-empty strings")
+        # A list is accepted for convenience; stored as a tuple so the spec stays hashable.
+        object.__setattr__(self, "bench_groups", tuple(self.bench_groups))
         unknown = set(self.traits) - set(TRAITS)
         if unknown:
             raise ValueError(f"detector {self.name!r}: unknown trait(s) {sorted(unknown)}; "
@@ -148,12 +165,13 @@ class ProbeFeatureSpec:
     classifier fitted on them alone must not predict the label, or a detector can win by them.
 
     ``factory(manifest)`` is called once per probe with the whole manifest (so a family can
-    read a cache made for it) and returns ``extract(row, image, path) -> sequence of floats``:
-    ``row`` the manifest index, ``image`` the decoded uint8 RGB ``[H, W, 3]``, ``path`` the
-    resolved file; every image gets a vector of one length. The returned object may also have
-    ``close()`` (called when the probe ends) and ``note`` (a line shown with the result, e.g.
-    where its values came from). ``spectral``: the family measures frequency content, which
-    frequency detectors are meant to learn; scoring high on it is expected, not a shortcut.
+    read a cache made for it) and returns a ``ProbeExtractor`` (:mod:`fbench.plugins.protocols`):
+    ``extract(row, image, path) -> sequence of floats``, ``row`` the manifest index, ``image``
+    the decoded uint8 RGB ``[H, W, 3]``, ``path`` the resolved file; every image gets a vector
+    of one length. The returned object may also have ``close()`` (called when the probe ends)
+    and ``note`` (a line shown with the result, e.g. where its values came from).
+    ``spectral``: the family measures frequency content, which frequency detectors are meant
+    to learn; scoring high on it is expected, not a shortcut.
     """
 
     name: str

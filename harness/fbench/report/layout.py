@@ -40,11 +40,14 @@ def _reference_cell(values: Mapping[str, float]) -> str:
     return " / ".join(_fmt(values.get(k)) for k in ("accuracy", "macro_f1", "dice", "params_m"))
 
 
-def layout_table(rows: pd.DataFrame, by: str = "variant", references: bool = True,
-                 ablation: AblationSpec | None = None) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows of the thesis-layout table, one row per (``by``, transform) with seeds
-    aggregated as mean ± std. ``rows``: one row per run, from ``run_row`` (plus ``by``)."""
-    from fbench.report.tables import aggregate, differing_settings, fmt_mean_std, settings_cell
+def aggregated(rows: pd.DataFrame, by: str = "variant", ranked: bool | None = None
+               ) -> pd.DataFrame:
+    """The rows of a layout table: runs aggregated per (``by``, detector, transform,
+    configuration) with :func:`fbench.report.tables.aggregate`. ``ranked``: by mean macro-F1
+    with :func:`fbench.report.tables.rank`'s fixed tie order; by default an ablation's rows
+    (with a ``variant`` column) keep the order its variants were declared in, any other
+    table is ranked like a leaderboard."""
+    from fbench.report.tables import aggregate, rank
 
     if by not in rows:
         rows = rows.assign(**{by: rows["detector"]})
@@ -52,6 +55,20 @@ def layout_table(rows: pd.DataFrame, by: str = "variant", references: bool = Tru
         rows = rows.assign(config="", options="")
     agg = aggregate(rows, [by, "detector", "transform", "config", "options"],
                     ["params_m", "accuracy", "macro_f1", "dice"])
+    if ranked is None:
+        ranked = "variant" not in rows
+    return rank(agg) if ranked else agg
+
+
+def layout_table(rows: pd.DataFrame, by: str = "variant", references: bool = True,
+                 ablation: AblationSpec | None = None, ranked: bool | None = None
+                 ) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the thesis-layout table, one row per (``by``, transform) with seeds
+    aggregated as mean ± std (order: :func:`aggregated`). ``rows``: one row per run, from
+    :func:`fbench.report.tables.run_row` (plus ``by``)."""
+    from fbench.report.tables import differing_settings, fmt_mean_std, settings_cell
+
+    agg = aggregated(rows, by, ranked)
     specs = {d: _spec(d) for d in agg["detector"]}
     several_transforms = agg["transform"].nunique() > 1
     shown = differing_settings(agg)  # e.g. protocol or resampler, when rows differ in it
@@ -93,13 +110,14 @@ def layout_table(rows: pd.DataFrame, by: str = "variant", references: bool = Tru
 
 
 def layout_markdown(rows: pd.DataFrame, command: str, by: str = "variant",
-                    references: bool = True, ablation: AblationSpec | None = None) -> str:
+                    references: bool = True, ablation: AblationSpec | None = None,
+                    ranked: bool | None = None) -> str:
     """The thesis-layout table as markdown, with how it was made at its top."""
     from fbench import __version__
     from fbench.markdown import to_markdown
     from fbench.report.tables import table_notes
 
-    header, table = layout_table(rows, by, references, ablation)
+    header, table = layout_table(rows, by, references, ablation, ranked)
     first_metric = header.index("ACC %")
     datasets = ", ".join(f"`{d}`" for d in dict.fromkeys(rows["dataset"]))
     lines = [

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fbench.metrics import PROB_COLUMNS, compute_metrics
-from fbench.report.tables import SHOWN_SETTINGS, configuration_key, parameters, setting
+from fbench.report.tables import aggregate, rank, run_row
 from fbench.runs.store import Run, load_run
 
 
@@ -25,93 +25,88 @@ def completed_runs(runs_dir: str | Path) -> list[Run]:
     return out
 
 
-def run_record(run: Run, checkpoint: str = "selected") -> dict[str, Any]:
-    """A run's leaderboard numbers, recomputed from its stored predictions of ``checkpoint``
-    (``selected`` on validation, or ``last`` epoch)."""
-    m = run.metrics("eval", checkpoint)
-    p = run.predictions_of(checkpoint)
-    ev = p[p["split"] == "eval"]
-    params, counted_at = parameters(run.config)
-    rec: dict[str, Any] = {
-        "run": run.id,
-        "config": configuration_key(run.config),
-        **{k: run.config.get(k) for k in ("detector", "transform", "dataset", "seed")},
-        "params_m": params, "params_at": counted_at,
-        "groups": (run.config.get("groups") or {}).get("origin", "recorded"),
-        **{f"setting:{k}": setting(run.config, k) for k in SHOWN_SETTINGS},
-        "macro_f1": 100 * m["macro_f1"], "accuracy": 100 * m["accuracy"],
-        "f1_real": 100 * m["f1_real"], "f1_generated": 100 * m["f1_generated"],
-        "f1_edited": 100 * m["f1_edited"],
-        "auc": None if m["auc_ovr"] is None else 100 * m["auc_ovr"],
-        "dice": None if m.get("dice_edited") is None else 100 * m["dice_edited"],
-        "images_per_s": (run.summary or {}).get("train_images_per_s"),
-        "selection": ((run.summary or {}).get("selection", "val macro-F1")
-                      if checkpoint == "selected" else "last epoch"),
-        "collapsed": bool(m["collapsed"]),
-    }
-    # Per-source F1: a source holds one label, so its F1 is that class's F1 restricted to
-    # the source's images plus all images of other labels (the detections it competes with).
+# The leaderboard's measured columns in order; per-source F1 (``src:<source>``) follows.
+METRICS = ("macro_f1", "accuracy", "f1_real", "f1_generated", "f1_edited", "auc", "dice",
+           "images_per_s")
+# Columns of a leaderboard before its metrics (what ``--format csv`` has always written).
+LEADING = ("detector", "transform", "dataset", "params_m", "params_at", "selection", "groups")
+
+
+def source_f1(ev: pd.DataFrame) -> dict[str, float]:
+    """Per-source F1 (percent) of eval predictions. A source holds one label, so its F1 is that
+    class's F1 restricted to the source's images plus all images of other labels (the
+    detections it competes with)."""
+    from sklearn.metrics import f1_score
+
+    out = {}
     for source, part in ev.groupby("source"):
         label = int(part["label"].mode().iat[0])
-        others = ev[ev["label"] != label]
-        sub = pd.concat([part, others])
-        y = (sub["label"] == label).to_numpy()
-        pred = (sub["pred"] == label).to_numpy()
-        tp = float((y & pred).sum())
-        denom = float(y.sum() + pred.sum())
-        rec[f"src:{source}"] = 100 * 2 * tp / denom if denom else 0.0
-    return rec
+        sub = pd.concat([part, ev[ev["label"] != label]])
+        out[f"src:{source}"] = 100 * float(f1_score(
+            sub["label"] == label, sub["pred"] == label, zero_division=0.0))
+    return out
+
+
+def run_record(run: Run, checkpoint: str = "selected") -> dict[str, Any]:
+    """A run's leaderboard numbers: its table row (:func:`fbench.report.tables.run_row`)
+    extended with per-class F1, AUC, per-source F1 and training throughput, all recomputed
+    from its stored predictions of ``checkpoint`` (``selected`` on validation, or ``last``)."""
+    m = run.metrics("eval", checkpoint)
+    p = run.predictions_of(checkpoint)
+    summary = run.summary or {}
+    return {
+        **run_row(run, checkpoint),
+        **{f"f1_{name}": 100 * m[f"f1_{name}"] for name in ("real", "generated", "edited")},
+        "auc": None if m["auc_ovr"] is None else 100 * m["auc_ovr"],
+        "images_per_s": summary.get("train_images_per_s"),
+        "selection": (summary.get("selection", "val macro-F1") if checkpoint == "selected"
+                      else "last epoch"),
+        **source_f1(p[p["split"] == "eval"]),
+    }
 
 
 def leaderboard(runs: Sequence[Run], dataset: str | None = None,
                 checkpoint: str = "selected") -> pd.DataFrame:
-    """Rows per configuration (:func:`fbench.report.tables.configuration_key`), sorted by mean
-    macro-F1 (descending)."""
+    """Rows per configuration (:func:`fbench.report.tables.configuration_key`), seeds
+    aggregated (:func:`fbench.report.tables.aggregate`), ranked by mean macro-F1
+    (:func:`fbench.report.tables.rank`: descending, ties in a fixed order)."""
     records = [run_record(r, checkpoint) for r in runs
                if dataset is None or r.config["dataset"] == dataset]
     if not records:
         return pd.DataFrame()
     df = pd.DataFrame(records)
-    metric_cols = ["macro_f1", "accuracy", "f1_real", "f1_generated", "f1_edited", "auc",
-                   "dice", "images_per_s", *sorted(c for c in df.columns if c.startswith("src:"))]
-    rows = []
-    for _, part in df.groupby("config", sort=False):
-        first = part.iloc[0]
-        rec: dict[str, Any] = {k: first[k] for k in ("detector", "transform", "dataset",
-                                                     "params_m", "params_at", "selection",
-                                                     "groups")}
-        rec.update({k: first[k] for k in first.index if k.startswith("setting:")})
-        rec["seeds"] = len(part)
-        rec["runs"] = list(part["run"])
-        rec["collapsed"] = int(part["collapsed"].sum())
-        for col in metric_cols:
-            vals = pd.to_numeric(part[col], errors="coerce").dropna() if col in part else []
-            rec[col] = float(np.mean(vals)) if len(vals) else None
-            rec[f"{col}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-        rows.append(rec)
-    return pd.DataFrame(rows).sort_values("macro_f1", ascending=False, ignore_index=True)
+    metrics = [*METRICS, *sorted(c for c in df.columns if c.startswith("src:"))]
+    board = rank(aggregate(df, ["config"], metrics))
+    settings = [c for c in board.columns if c.startswith("setting:")]
+    columns = [*LEADING, *settings, "seeds", "runs", "collapsed",
+               *(f"{c}{s}" for c in metrics for s in ("", "_std"))]
+    return board[columns]
 
 
-def bootstrap_difference(a: Run, b: Run, n: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Macro-F1 of run A minus run B with a 95 % bootstrap interval, resampling eval images
-    (paired when both runs scored the same images)."""
+def bootstrap_difference(a: Run, b: Run, n: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Macro-F1 of run A minus run B with a 95 % percentile bootstrap interval, resampling eval
+    images (paired when both runs scored the same images)."""
+    from scipy.stats import bootstrap
+
     pa = a.predictions[a.predictions["split"] == "eval"].sort_values("path")
     pb = b.predictions[b.predictions["split"] == "eval"].sort_values("path")
     paired = pa["path"].tolist() == pb["path"].tolist()
-    rng = np.random.default_rng(seed)
 
     def f1(df: pd.DataFrame, idx: np.ndarray) -> float:
         sub = df.iloc[idx]
         return compute_metrics(sub["label"].to_numpy(), sub[list(PROB_COLUMNS)].to_numpy(),
                                sub["pred"].to_numpy())["macro_f1"]
 
-    full = f1(pa, np.arange(len(pa))) - f1(pb, np.arange(len(pb)))
-    diffs = []
-    for _ in range(n):
-        ia = rng.integers(0, len(pa), len(pa))
-        ib = ia if paired else rng.integers(0, len(pb), len(pb))
-        diffs.append(f1(pa, ia) - f1(pb, ib))
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    def difference(ia: np.ndarray, ib: np.ndarray) -> float:
+        return f1(pa, ia) - f1(pb, ib)
+
+    # the data are row indices: a resample picks images, and paired resampling picks the
+    # same images for both runs
+    res = bootstrap((np.arange(len(pa)), np.arange(len(pb))), difference, n_resamples=n,
+                    vectorized=False, paired=paired, confidence_level=0.95,
+                    method="percentile", rng=np.random.default_rng(seed))
+    full = difference(np.arange(len(pa)), np.arange(len(pb)))
+    lo, hi = res.confidence_interval
     return {"difference": 100 * full, "ci_low": 100 * float(lo), "ci_high": 100 * float(hi),
             "paired": paired, "resamples": n}
 
@@ -147,7 +142,7 @@ def render(board: pd.DataFrame, fmt: str, command: str) -> str:
             *[fmt_mean_std(r[c], r[f"{c}_std"], s) for c in
               ("macro_f1", "accuracy", "f1_real", "f1_generated", "f1_edited", "auc", "dice")],
             *[fmt_mean_std(r[c], r[f"{c}_std"], s, 1) for c in src_cols],
-            f"{r['params_m']:.2f}", "–" if r["images_per_s"] is None else
+            f"{r['params_m']:.2f}", "–" if pd.isna(r["images_per_s"]) else
             f"{r['images_per_s']:.0f}", s, r["selection"],
             f"{r['collapsed']} of {s}" if r["collapsed"] else "no",
         ])

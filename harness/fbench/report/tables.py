@@ -1,7 +1,10 @@
 """Tables of runs (ablations, leaderboards), every number recomputed from stored predictions.
 
-A row of a table is one stored run; several seeds of the same configuration aggregate to
-mean ± std. Markdown is rendered here (it is fbench's own format, a few lines)."""
+The one home of what every table of runs shares: which runs are the same configuration
+(:func:`configuration_key`, :func:`run_identity`), a run's row (:func:`run_row`, which the
+leaderboard extends), the aggregation of seeds to mean ± std (:func:`aggregate`, with one rule
+for a single seed), the order of rows (:func:`rank`), and the cells and notes of a table.
+Markdown is fbench's own format, a few lines (:mod:`fbench.markdown`)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from fbench.markdown import to_markdown  # noqa: F401 - re-exported for reports
@@ -132,32 +134,68 @@ def table_notes(rows: pd.DataFrame) -> list[str]:
     return notes
 
 
+# Columns that describe a configuration rather than measure it: carried from a group's first
+# run when aggregating (runs of one configuration share them).
+DESCRIPTIVE = ("detector", "transform", "dataset", "params_m", "params_at", "selection",
+               "groups", "options", "checkpoint")
+# The order that breaks ties between rows of equal score, so that two collapsed runs (same
+# majority-class score) never swap places between two renderings of one table.
+TIE_BREAK = ("detector", "transform", "dataset", "options", "config")
+
+
+def mean_std(values: Any) -> tuple[float | None, float | None]:
+    """Mean and sample std (ddof=1) of the numbers among ``values``. The one rule for a
+    single seed: its std is None (no spread was measured), shown as no ``±`` part."""
+    vals = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").dropna()
+    vals = vals.astype(float)
+    mean = float(vals.mean()) if len(vals) else None
+    return mean, (float(vals.std(ddof=1)) if len(vals) > 1 else None)
+
+
 def aggregate(rows: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """Mean and std (ddof=1; 0 for one seed) of ``metrics`` per ``by`` group, plus ``seeds``;
-    descriptive columns (settings, ``params_at``, ``groups``) are carried from the group's
-    first run (runs of one configuration share them)."""
+    """One row per ``by`` group (in order of first appearance): mean and std of ``metrics``
+    (:func:`mean_std`; a metric absent from ``rows`` is None), ``seeds``, the group's ``runs``
+    and how many ``collapsed``; descriptive columns (:data:`DESCRIPTIVE`, settings) come from
+    the group's first run."""
     out = []
-    carried = [c for c in rows.columns
-               if c.startswith("setting:") or c in ("params_at", "groups")]
-    for key, part in rows.groupby(list(by), sort=False):
+    carried = [c for c in rows.columns if (c.startswith("setting:") or c in DESCRIPTIVE)
+               and c not in by and c not in metrics]
+    for key, part in rows.groupby(list(by), sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         rec: dict[str, Any] = dict(zip(by, key, strict=True))
-        rec.update({c: part[c].iloc[0] for c in carried if c not in rec})
+        rec.update({c: part[c].iloc[0] for c in carried})
         rec["seeds"] = len(part)
-        for col in metrics:
-            vals = part[col].dropna().astype(float)
-            rec[col] = float(vals.mean()) if len(vals) else None
-            rec[f"{col}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else (
-                0.0 if len(vals) else None)
+        if "run" in part:
+            rec["runs"] = list(part["run"])
         if "collapsed" in part:
-            rec["collapsed"] = int(part["collapsed"].sum())
+            rec["collapsed"] = int(part["collapsed"].astype(bool).sum())
+        for col in metrics:
+            rec[col], rec[f"{col}_std"] = mean_std(part[col] if col in part else [])
         out.append(rec)
     return pd.DataFrame(out)
 
 
+def rank(table: pd.DataFrame, score: str = "macro_f1") -> pd.DataFrame:
+    """Rows by ``score`` (descending, missing last), ties broken by :data:`TIE_BREAK`."""
+    if table.empty:
+        return table.reset_index(drop=True)
+    keys = [score, *(c for c in TIE_BREAK if c in table)]
+
+    def sortable(col: pd.Series) -> pd.Series:
+        if col.name == score:
+            return pd.to_numeric(col, errors="coerce")
+        return col.astype(str)
+
+    return table.sort_values(keys, ascending=[False] + [True] * (len(keys) - 1),
+                             na_position="last", kind="stable", key=sortable,
+                             ignore_index=True)
+
+
 def fmt_mean_std(mean: float | None, std: float | None, seeds: int, digits: int = 2) -> str:
-    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+    """``mean ± std``; only the mean where no spread was measured (one seed, or one run of
+    several that had the metric: std None, or NaN once in a DataFrame); '–' without a mean."""
+    if mean is None or pd.isna(mean):
         return "–"
-    if seeds > 1 and std is not None:
+    if seeds > 1 and std is not None and not pd.isna(std):
         return f"{mean:.{digits}f} ± {std:.{digits}f}"
     return f"{mean:.{digits}f}"

@@ -7,7 +7,6 @@
                    predictions.parquet one row per val and eval image
                    summary.json       eval metrics of the selected checkpoint
                    checkpoints/{last,best}.pt
-    <out>/index.jsonl                 one line per finished run (append-only)
 
 Every file is written to a temporary name and renamed into place, so a killed run never
 leaves a half-written file that a report would read.
@@ -15,15 +14,9 @@ leaves a half-written file that a report would read.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
-import json
-import os
 import re
 import secrets
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,23 +24,7 @@ from typing import Any
 import pandas as pd
 
 from fbench.errors import FbenchError
-from fbench.files import atomic_path, json_default, read_json, write_json, write_parquet
-
-INDEX_FILE = "index.jsonl"
-
-
-def append_index(out: str | Path, entry: dict[str, Any]) -> None:
-    """Append one line to the runs index under an exclusive lock (runs may finish at once)."""
-    index = Path(out) / INDEX_FILE
-    line = json.dumps(entry, default=json_default) + "\n"
-    with open(index, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+from fbench.files import read_json
 
 
 def check_out_dir(out: str | Path) -> Path:

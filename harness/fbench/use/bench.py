@@ -160,11 +160,7 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
     r = resolve(config.replace(precision=precision, audit=False))
     cfg = r.config
     seed_everything(cfg.seed, deterministic=False)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.cuda.reset_peak_memory_stats(device)
+    _fast_cuda(device)
 
     model = r.build_model().to(device)
     transform = r.build_transform().to(device)
@@ -177,18 +173,7 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
 
     # 1. the data pipeline alone
-    n_img, t0 = 0, time.perf_counter()
-    raw_batches: list[Batch] = []
-    for i, b in enumerate(loaders.train):
-        n_img += len(b)
-        if len(raw_batches) < max(steps, 1):
-            raw_batches.append(b)
-        if i + 1 >= data_batches:
-            break
-    data_rate = n_img / (time.perf_counter() - t0)
-    while len(raw_batches) < steps:  # small datasets: reuse batches
-        raw_batches.append(raw_batches[len(raw_batches) % max(1, len(raw_batches))])
-    raw_batches = [b.to(device) for b in raw_batches[:steps]]
+    data_rate, raw_batches = _data_pipeline(loaders.train, steps, data_batches, device)
 
     forward: torch.nn.Module = model
     if compile_model:
@@ -238,22 +223,7 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
     epoch_s = _timed(loader_epoch, device)
     epoch_images = sum(len(b) for b in _take(loaders.train, data_batches))
 
-    # shares of frequency work: the transform and model parts that declare bench_group
-    groups: dict[str, list[torch.nn.Module]] = {}
-    if r.transform.name != "raw":
-        groups[f"transform:{r.transform.name}"] = [transform]
-    for m in model.modules():
-        label = getattr(m, "bench_group", None)
-        if label:
-            groups.setdefault(label, []).append(m)
-    shares: dict[str, float] = {}
-    if groups:
-        timer = PartTimer(groups, device)
-        timer.enabled = True
-        total = _timed(bare, device)
-        timer.enabled = False
-        timer.remove()
-        shares = {g: t / total for g, t in timer.totals.items()}
+    shares = _shares(_bench_groups(r.transform.name, transform, model), bare, device)
 
     flops = _flops(model, transform, _prepared(raw_batches[0], transform, memory_format))
     bs = raw_batches[0].images.shape[0]
@@ -269,6 +239,61 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
         achieved_tflops=None if flops is None else flops / bare_s / 1e12,
         params_m=count_parameters(model) / 1e6, shares=shares,
     )
+
+
+def _fast_cuda(device: torch.device) -> None:
+    """What a tuned CUDA run would allow (autotuned convolutions, TF32); peak memory from
+    here on."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _data_pipeline(loader: Any, steps: int, data_batches: int, device: torch.device
+                   ) -> tuple[float, list[Batch]]:
+    """Images/s of the loader alone over ``data_batches`` batches, and ``steps`` of its
+    batches on ``device`` (repeated when the dataset has fewer) for the timed loops."""
+    n_img, t0 = 0, time.perf_counter()
+    raw_batches: list[Batch] = []
+    for i, b in enumerate(loader):
+        n_img += len(b)
+        if len(raw_batches) < max(steps, 1):
+            raw_batches.append(b)
+        if i + 1 >= data_batches:
+            break
+    data_rate = n_img / (time.perf_counter() - t0)
+    while len(raw_batches) < steps:  # small datasets: reuse batches
+        raw_batches.append(raw_batches[len(raw_batches) % max(1, len(raw_batches))])
+    return data_rate, [b.to(device) for b in raw_batches[:steps]]
+
+
+def _bench_groups(transform_name: str, transform: torch.nn.Module, model: torch.nn.Module
+                  ) -> dict[str, list[torch.nn.Module]]:
+    """The frequency work to time: the transform (unless raw) and the model parts that
+    declare ``bench_group``."""
+    groups: dict[str, list[torch.nn.Module]] = {}
+    if transform_name != "raw":
+        groups[f"transform:{transform_name}"] = [transform]
+    for m in model.modules():
+        label = getattr(m, "bench_group", None)
+        if label:
+            groups.setdefault(label, []).append(m)
+    return groups
+
+
+def _shares(groups: dict[str, list[torch.nn.Module]], bare: Callable[[], Any],
+            device: torch.device) -> dict[str, float]:
+    """The fraction of one bare-loop pass each group's forward takes."""
+    if not groups:
+        return {}
+    timer = PartTimer(groups, device)
+    timer.enabled = True
+    total = _timed(bare, device)
+    timer.enabled = False
+    timer.remove()
+    return {g: t / total for g, t in timer.totals.items()}
 
 
 class _ChannelsLast(torch.nn.Module):

@@ -5,21 +5,17 @@ transform and input size score each image; the binary forged-or-not decision use
 threshold the run chose on its validation split (recomputed from its stored val predictions,
 as every report does) unless one is given.
 
-Inputs are files, folders (walked recursively) and arrays. A file is an image when OpenCV
-recognises its content, whatever its name; a file that is neither recognised nor named like an
-image is skipped and counted; one that should be an image and cannot be decoded (zero bytes,
-truncated, corrupt, unreadable) gets a row naming the reason, and the rest are still scored.
-Decoding goes the way training went (``IMREAD_UNCHANGED``, then gray, RGBA and 16-bit to
-8-bit RGB, then the same square resize), so a dataset image scores as it did in the run.
+Inputs (:mod:`fbench.use.inputs`) are read with fbench's one reader and its truncation rule,
+resized as in training, and scored by the engine's own evaluation loop
+(:func:`fbench.train.engine.predict`: the same batch preparation, transform and autocast), so a
+dataset image scores as it did in the run. A bad file gets a row naming the reason, and the
+rest are still scored.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +25,7 @@ import pandas as pd
 from fbench.errors import FbenchError
 from fbench.metrics import PROB_COLUMNS
 from fbench.plugins.specs import LABELS
+from fbench.use.inputs import as_items, collect_inputs, load_input
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.progress import Progress
@@ -36,160 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from fbench.runs.store import Run
 
-IMAGE_EXTENSIONS = frozenset({
-    ".png", ".jpg", ".jpeg", ".jpe", ".jp2", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-    ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".gif",
-    ".avif",
-})
-"""Names that promise an image: such a file that cannot be decoded is reported as bad, not
-skipped silently. Content decides everything else."""
-
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_JPEG_MAGIC = b"\xff\xd8\xff"
 STATUS_SCORED = "scored"
 STATUS_ERROR = "error"
 INPUT_COLUMNS = ("path", "status", "error")
-
-
-@dataclass
-class Inputs:
-    """What :func:`collect_inputs` found, in input order: ``entries`` are ``(name, source,
-    reason)``, with ``source`` a path or an array to decode, or ``None`` and a ``reason`` for
-    a file that is bad before any decoding; ``skipped`` are files that are not images."""
-
-    entries: list[tuple[str, str | np.ndarray | None, str]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-    def add_image(self, name: str, source: str | np.ndarray) -> None:
-        self.entries.append((name, source, ""))
-
-    def add_bad(self, name: str, reason: str) -> None:
-        self.entries.append((name, None, reason))
-
-    @property
-    def n_images(self) -> int:
-        return sum(source is not None for _, source, _ in self.entries)
-
-
-def _looks_like_image(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _classify_file(path: str, inputs: Inputs) -> None:
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            fh.read(1)
-    except OSError as exc:
-        inputs.add_bad(path, f"cannot be read: {exc.strerror or exc}")
-        return
-    import cv2
-
-    if size > 0 and cv2.haveImageReader(path):  # OpenCV knows the signature: content decides
-        inputs.add_image(path, path)
-    elif _looks_like_image(path):
-        inputs.add_bad(path, "zero bytes" if size == 0 else
-                       "not an image OpenCV can decode (its content does not match its name)")
-    else:
-        inputs.skipped.append(path)
-
-
-def collect_inputs(items: Iterable[str | os.PathLike | np.ndarray]) -> Inputs:
-    """Expand files, folders (recursively, in sorted order) and arrays into :class:`Inputs`."""
-    inputs = Inputs()
-    n_arrays = 0
-    for item in items:
-        if not isinstance(item, (str, os.PathLike)):
-            arr = np.asarray(item)
-            # a stack [N, H, W, C] is N images
-            for a in (arr if arr.ndim == 4 else [arr]):
-                inputs.add_image(f"<array {n_arrays}>", a)
-                n_arrays += 1
-            continue
-        path = os.fspath(item)
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    _classify_file(os.path.join(root, name), inputs)
-        elif os.path.exists(path):
-            _classify_file(path, inputs)
-        else:
-            inputs.add_bad(path, "does not exist")
-    return inputs
-
-
-@contextlib.contextmanager
-def _quiet_opencv() -> Iterator[None]:
-    """OpenCV prints a warning per broken file; the reason goes into the output instead."""
-    import cv2
-
-    if not hasattr(cv2, "setLogLevel"):  # pragma: no cover - older OpenCV builds
-        yield
-        return
-    level = cv2.getLogLevel()
-    cv2.setLogLevel(0)  # 0 is LOG_LEVEL_SILENT
-    try:
-        yield
-    finally:
-        cv2.setLogLevel(level)
-
-
-def _truncation(data: bytes) -> str | None:
-    """Why a PNG or JPEG file stops early, judged by its end marker (a decoder may return a
-    half-grey image from a truncated file instead of failing)."""
-    if data.startswith(_PNG_MAGIC) and b"IEND" not in data[-64:]:
-        return "truncated (the PNG ends before its IEND chunk)"
-    # Entropy-coded JPEG data escapes 0xFF, so FF D9 near the end is the real end marker;
-    # some cameras append data after it, hence a window rather than the last two bytes.
-    if data.startswith(_JPEG_MAGIC) and b"\xff\xd9" not in data[-4096:]:
-        return "truncated (the JPEG ends before its end-of-image marker)"
-    return None
-
-
-def decode_file(path: str) -> np.ndarray:
-    """Decode an image file as uint8 RGB ``[H, W, 3]``; raises :class:`FbenchError` whose
-    ``problem`` is the reason when it cannot be used."""
-    import cv2
-
-    from fbench.data.images import to_uint8_rgb
-
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise FbenchError(f"cannot be read: {exc.strerror or exc}") from None
-    if not data:
-        raise FbenchError("zero bytes")
-    with _quiet_opencv():
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    truncated = _truncation(data)
-    if truncated:
-        raise FbenchError(truncated)
-    if img is None:
-        raise FbenchError("corrupt (OpenCV recognises the format but cannot decode it)")
-    try:
-        return to_uint8_rgb(img, path)
-    except FbenchError as exc:
-        raise FbenchError(exc.problem.removeprefix(f"{path}: ")) from None
-
-
-def array_to_rgb(arr: np.ndarray) -> np.ndarray:
-    """An array image as uint8 RGB. Arrays are taken as RGB(A) (numpy, PIL, matplotlib
-    convention), ``[H, W]``, ``[H, W, 1|3|4]``, uint8, uint16 or float in [0, 1]."""
-    from fbench.data.images import to_uint8_rgb
-
-    a = np.asarray(arr)
-    if a.dtype == bool:
-        a = a.astype(np.uint8) * 255
-    if a.ndim == 3 and a.shape[2] in (3, 4):
-        # to_uint8_rgb speaks OpenCV's BGR(A); flip the colour channels, keep alpha last.
-        a = np.concatenate([a[:, :, 2::-1], a[:, :, 3:]], axis=2)
-    if a.size == 0:
-        raise FbenchError(f"empty array of shape {a.shape}")
-    try:
-        return to_uint8_rgb(np.ascontiguousarray(a), "array")
-    except FbenchError as exc:
-        raise FbenchError(exc.problem.removeprefix("array: ")) from None
 
 
 def val_threshold(run: Run) -> float:
@@ -241,6 +87,112 @@ def _mask_name(i: int, name: str) -> str:
     return f"{i:06d}-{stem}.png"
 
 
+def _write_mask(mask: np.ndarray, row: dict[str, Any], hw: tuple[int, int],
+                masks_path: Path) -> None:
+    """The predicted mask at the image's own size, probability x 255, as a PNG."""
+    import cv2
+
+    masks_path.mkdir(parents=True, exist_ok=True)
+    target = masks_path / _mask_name(row["_i"], row["path"])
+    full = cv2.resize(mask, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
+    png = (np.clip(full, 0, 1) * 255).round().astype(np.uint8)
+    if not cv2.imwrite(str(target), png):
+        raise FbenchError(f"cannot write mask {target}.", "check the masks directory is writable.")
+    row["mask_path"] = str(target)
+
+
+class _MaskTap:
+    """The run's model as the engine's loop calls it, handing each batch's predicted masks
+    to ``sink`` (the engine's loop returns class probabilities only)."""
+
+    def __init__(self, model: Any, sink: Any) -> None:
+        self.model, self.sink = model, sink
+
+    def eval(self) -> _MaskTap:
+        self.model.eval()
+        return self
+
+    def __call__(self, batch: Any) -> Any:
+        out = self.model(batch)
+        if out.mask is not None:
+            self.sink(batch.index.cpu().numpy(), out.mask.float().cpu().numpy())
+        return out
+
+
+class _Scorer:
+    """Images gathered a batch at a time and scored through the engine's evaluation loop."""
+
+    def __init__(self, run: Run, device: str, batch_size: int, masks_dir: Any,
+                 progress: Progress | None, task: Any) -> None:
+        from fbench.data.images import stored_resampler
+        from fbench.train.engine import resolve_device
+
+        self.device = resolve_device(device)
+        self.model, self.transform = _load_model(run, self.device)
+        self.size = int(run.config["input_size"])
+        self.precision = run.config.get("precision", "fp32")
+        self.resample = stored_resampler(run.config)
+        self.masks_path = Path(masks_dir) if masks_dir is not None else None
+        self.batch_size, self.progress, self.task = batch_size, progress, task
+        self.pending: list[tuple[dict[str, Any], np.ndarray, tuple[int, int]]] = []
+        self.seconds, self.n_scored = 0.0, 0
+
+    def add(self, row: dict[str, Any], image: np.ndarray) -> None:
+        from fbench.data.images import resize_square
+
+        self.pending.append((row, resize_square(image, self.size, self.resample),
+                             image.shape[:2]))
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def _masks(self, index: np.ndarray, masks: np.ndarray) -> None:
+        for j, m in zip(index, masks, strict=True):
+            row, _, hw = self.pending[j]
+            row["mask_area"] = float((m[0] >= 0.5).mean())
+            if self.masks_path is not None:
+                _write_mask(m[0], row, hw, self.masks_path)
+
+    def flush(self) -> None:
+        import torch
+        from torch.utils.data import DataLoader
+
+        from fbench.data.images import collate
+        from fbench.train.engine import predict as engine_predict
+
+        if not self.pending:
+            return
+        start = time.perf_counter()
+        # a small in-memory dataset in the samples' layout the engine's collate stacks
+        samples = [{"image": torch.from_numpy(img).permute(2, 0, 1).contiguous(), "label": 0,
+                    "index": j} for j, (_, img, _) in enumerate(self.pending)]
+        loader = DataLoader(samples, batch_size=len(samples), collate_fn=collate)
+        result = engine_predict(_MaskTap(self.model, self._masks), self.transform, loader,
+                                self.device, self.precision)
+        for j, probs in zip(result["index"], result["probs"], strict=True):
+            row = self.pending[j][0]
+            row.update({"status": STATUS_SCORED, "error": ""})
+            row.update({col: float(probs[c]) for c, col in enumerate(PROB_COLUMNS)})
+        self.seconds += time.perf_counter() - start
+        self.n_scored += len(self.pending)
+        if self.progress is not None:
+            self.progress.advance(self.task, len(self.pending))
+        self.pending.clear()
+
+
+def _check_run(r: Run, batch_size: int) -> None:
+    from fbench.plugins.registry import get_registry
+
+    if batch_size < 1:
+        raise FbenchError(f"batch size {batch_size} must be at least 1.")
+    spec = get_registry().get("detector", r.config["detector"])
+    if spec.needs_landmarks:
+        raise FbenchError(
+            f"detector {spec.name!r} needs facial landmarks for every image, and predict "
+            "has no landmark model to compute them for new files.",
+            "score images that belong to a dataset with a landmark cache through a run "
+            "(fbench run / fbench robustness) instead.")
+
+
 def predict(run: Run | str | os.PathLike, inputs: Any, *, threshold: str | float | None = "val",
             batch_size: int = 32, device: str = "auto", masks_dir: str | os.PathLike | None = None,
             progress: Progress | None = None) -> pd.DataFrame:
@@ -258,80 +210,17 @@ def predict(run: Run | str | os.PathLike, inputs: Any, *, threshold: str | float
     ``masks_dir``, ``mask_path``. ``df.attrs`` holds ``skipped`` (non-image files),
     ``threshold``, ``run`` and ``images_per_s``.
     """
-    import cv2
-    import torch
-
-    from fbench.data.images import resize_square, stored_resampler
-    from fbench.plugins.batch import Batch
-    from fbench.plugins.registry import get_registry
     from fbench.runs.store import Run, load_run
-    from fbench.train.engine import resolve_device
 
     r = run if isinstance(run, Run) else load_run(run)
-    if batch_size < 1:
-        raise FbenchError(f"batch size {batch_size} must be at least 1.")
+    _check_run(r, batch_size)
     t = parse_threshold(threshold, r)
-    spec = get_registry().get("detector", r.config["detector"])
-    if spec.needs_landmarks:
-        raise FbenchError(
-            f"detector {spec.name!r} needs facial landmarks for every image, and predict "
-            "has no landmark model to compute them for new files.",
-            "score images that belong to a dataset with a landmark cache through a run "
-            "(fbench run / fbench robustness) instead.")
-    if isinstance(inputs, (str, os.PathLike, np.ndarray)) and not (
-            isinstance(inputs, np.ndarray) and inputs.ndim == 4):
-        inputs = [inputs]
-    found = collect_inputs(inputs if isinstance(inputs, Sequence | np.ndarray)
-                           else list(inputs))
-    dev = resolve_device(device)
-    model, transform = _load_model(r, dev)
-    size = int(r.config["input_size"])
-    precision = r.config.get("precision", "fp32")
-    resample = stored_resampler(r.config)
-    masks_path = Path(masks_dir) if masks_dir is not None else None
-
-    rows: list[dict[str, Any]] = []
+    found = collect_inputs(as_items(inputs))
     task = (progress.add_task("predict", total=found.n_images, info="")
             if progress is not None else None)
-    pending: list[tuple[dict[str, Any], np.ndarray, tuple[int, int]]] = []
-    scored_seconds, n_scored = 0.0, 0
-
-    def flush() -> None:
-        nonlocal scored_seconds, n_scored
-        if not pending:
-            return
-        start = time.perf_counter()
-        x = torch.from_numpy(np.stack([p[1] for p in pending])).permute(0, 3, 1, 2)
-        rgb = x.to(dev).float().div_(255.0)
-        with torch.inference_mode():
-            autocast = (torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
-                        if precision == "bf16" else contextlib.nullcontext())
-            with autocast:
-                out = model(Batch(images=transform(rgb), rgb=rgb))
-            probs = torch.softmax(out.logits.float(), dim=1).cpu().numpy().astype(np.float64)
-            masks = out.mask.float().cpu().numpy() if out.mask is not None else None
-        for j, (row, _, hw) in enumerate(pending):
-            row.update({"status": STATUS_SCORED, "error": ""})
-            row.update({col: float(probs[j, c]) for c, col in enumerate(PROB_COLUMNS)})
-            if masks is not None:
-                m = masks[j, 0]
-                row["mask_area"] = float((m >= 0.5).mean())
-                if masks_path is not None:
-                    masks_path.mkdir(parents=True, exist_ok=True)
-                    target = masks_path / _mask_name(row["_i"], row["path"])
-                    full = cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
-                    png = (np.clip(full, 0, 1) * 255).round().astype(np.uint8)
-                    if not cv2.imwrite(str(target), png):
-                        raise FbenchError(f"cannot write mask {target}.",
-                                          "check the masks directory is writable.")
-                    row["mask_path"] = str(target)
-        scored_seconds += time.perf_counter() - start
-        n_scored += len(pending)
-        if progress is not None:
-            progress.advance(task, len(pending))
-        pending.clear()
-
-    decode_start = time.perf_counter()
+    scorer = _Scorer(r, device, batch_size, masks_dir, progress, task)
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
     for i, (name, source, reason) in enumerate(found.entries):
         row: dict[str, Any] = {"path": name, "_i": i}
         rows.append(row)
@@ -339,26 +228,24 @@ def predict(run: Run | str | os.PathLike, inputs: Any, *, threshold: str | float
             row.update({"status": STATUS_ERROR, "error": reason})
             continue
         try:
-            rgb_img = array_to_rgb(source) if isinstance(source, np.ndarray) else \
-                decode_file(source)
+            image = load_input(source)
         except FbenchError as exc:
             row.update({"status": STATUS_ERROR, "error": exc.problem})
             if progress is not None:
                 progress.advance(task)
             continue
-        pending.append((row, resize_square(rgb_img, size, resample), rgb_img.shape[:2]))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    total_seconds = time.perf_counter() - decode_start
+        scorer.add(row, image)
+    scorer.flush()
+    total_seconds = time.perf_counter() - start
     if progress is not None and task is not None:
         progress.remove_task(task)
 
     df = _frame(rows, t)
+    n = scorer.n_scored
     df.attrs.update({
         "run": r.id, "threshold": t, "skipped": list(found.skipped),
-        "images_per_s": n_scored / total_seconds if n_scored and total_seconds > 0 else None,
-        "model_images_per_s": n_scored / scored_seconds if n_scored and scored_seconds else None,
+        "images_per_s": n / total_seconds if n and total_seconds > 0 else None,
+        "model_images_per_s": n / scorer.seconds if n and scorer.seconds else None,
     })
     return df
 

@@ -320,8 +320,9 @@ def robustness(runs: Sequence[Run | str | Path], perturbations: Sequence[Perturb
     ``predictions.parquet`` (every prediction), ``robustness.csv`` and ``robustness.md`` (the
     table, recomputed from the predictions), ``robustness.png`` (the plot) and
     ``robustness.json`` (what was run). Returns the paths and the table."""
+    from fbench.files import atomic_path, write_json, write_parquet
     from fbench.runs.environment import describe_environment
-    from fbench.runs.store import atomic_path, load_run, prepare_out_dir, write_json, write_parquet
+    from fbench.runs.store import load_run, prepare_out_dir
 
     if not runs:
         raise FbenchError("no runs given.", "pass one or more run directories.")

@@ -1,0 +1,83 @@
+"""``fbench bench``: images/s of the data pipeline, the bare model step and fbench's own
+training step, side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+import fbench.cli.options as options
+from fbench.cli.output import console as make_console
+
+
+@click.command("bench")
+@click.option("--detector", "-d", "detectors", multiple=True, required=True,
+              help="Detector to measure (repeat for several: one row each).")
+@click.option("--dataset", default="synthetic", show_default=True,
+              help="Dataset whose images feed the data pipeline and the batches.")
+@options.data_root
+@options.dataset_option
+@options.set_
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--input-size", type=click.IntRange(min=8),
+              help="Input side in pixels [default: the detector's, capped at the dataset's].")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+              show_default=True, help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="Memory format [default: channels_last on CUDA only].")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Training steps per timed round.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed rounds (bare loop and fbench step alternate; the median counts).")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="DataLoader worker processes.")
+@click.option("--cache-images/--no-cache-images", default=None,
+              help="Keep decoded, resized images in memory [default: for small datasets].")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Also write the table as markdown (with the command at its top).")
+def bench_cmd(detectors: tuple[str, ...], dataset: str, data_root: Path | None,
+              dataset_option: tuple[str, ...], set_: tuple[str, ...], device: str,
+              batch_size: int, input_size: int | None, precision: str,
+              channels_last: bool | None, compile_model: bool, steps: int, rounds: int,
+              warmup: int, workers: int, cache_images: bool | None,
+              output: Path | None) -> None:
+    """Measure images/s of the data pipeline, of the bare model step and of fbench's own
+    training step side by side; print the harness overhead (fbench step / bare loop, goal
+    <= 1.05), data/model throughput ratio, peak memory and achieved TFLOP/s.
+
+    \b
+    fbench bench -d resnet18 -d f3net-mix --device cpu --batch-size 8
+    fbench bench -d f3net-mix --device cuda --batch-size 32 --input-size 224 --compile
+    """
+    import tempfile
+
+    from fbench.report.console import bench_markdown, bench_table
+    from fbench.train.config import RunConfig, parse_assignments
+    from fbench.use.bench import run_bench
+
+    console = make_console(stderr=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fbench-bench-") as scratch:
+        for det in detectors:
+            config = RunConfig(
+                detector=det, dataset=dataset, device=device, batch_size=batch_size,
+                input_size=input_size, precision=precision, workers=workers,
+                cache_images=cache_images, out=scratch,
+                data_root=str(data_root) if data_root else None,
+                dataset_options=parse_assignments(dataset_option, "--dataset-option"),
+                options=parse_assignments(set_, "--set"))
+            with console.status(f"measuring {det}..."):
+                results.append(run_bench(config, steps=steps, warmup=warmup, rounds=rounds,
+                                         channels_last=channels_last,
+                                         compile_model=compile_model))
+    make_console().print(bench_table(results))
+    if output:
+        from fbench.files import atomic_path
+
+        with atomic_path(output) as tmp:
+            tmp.write_text(bench_markdown(results, options.command_line()))
+        click.echo(f"written to {output}")

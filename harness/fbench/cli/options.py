@@ -1,0 +1,75 @@
+"""Options several commands share, each declared once with one help text, and
+:func:`command_line`, which rebuilds the current command from its parsed parameters.
+
+The training settings default to ``None`` (unset): the value then comes from a TOML file, the
+detector's preferences or :class:`fbench.train.config.RunConfig`, which is why each help text
+names its default instead of click showing one."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import click
+
+epochs = click.option("--epochs", type=click.IntRange(min=1),
+                      help="Training epochs; default: the detector's preference, else 10.")
+batch_size = click.option("--batch-size", type=click.IntRange(min=1),
+                          help="Batch size; default: the detector's preference, else 64.")
+lr = click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+                  help="Learning rate (Adam); default: the detector's preference, else 1e-3.")
+device = click.option("--device", help="auto, cpu, cuda or cuda:N. [default: auto]")
+precision = click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+                         help="bf16 autocast (fast on recent GPUs). [default: fp32]")
+input_size = click.option("--input-size", type=click.IntRange(min=8),
+                          help="Side of the square model input; default: the detector's, but "
+                          "never above the dataset's native size.")
+resample = click.option("--resample", type=click.Choice(["bilinear", "area"]),
+                        help="How images are resized to the input size: antialiased bilinear "
+                        "(as torchvision and the thesis) or OpenCV area. [default: bilinear]")
+protocol = click.option("--protocol",
+                        help="fbench (these defaults and the detector's preferences) or a "
+                        "published training recipe the detector declares, e.g. thesis (Adam, "
+                        "the thesis's lr and batch, 30 epochs, 224 px); flags given here still "
+                        "win. [default: fbench]")
+data_root = click.option("--data-root", type=click.Path(path_type=Path),
+                         help="Directory holding the dataset's files (not needed for synthetic).")
+dataset_option = click.option("--dataset-option", multiple=True, metavar="KEY=VALUE",
+                              help="A dataset option, repeatable: "
+                              "--dataset-option n_per_class=500.")
+set_ = click.option("--set", "set_", multiple=True, metavar="KEY=VALUE",
+                    help="A detector option (its factory's keyword), repeatable: "
+                    "--set depth=thesis.")
+no_progress = click.option("--no-progress", is_flag=True, help="No progress bars.")
+
+
+def _is_unset(param: click.Parameter, value: object) -> bool:
+    return value is None or value == () or value is False or (
+        isinstance(param, click.Option) and value == param.default and not param.required)
+
+
+def _option_words(param: click.Option, value: object) -> list[str]:
+    flag = max(param.opts, key=len)
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    if param.is_flag:
+        return [flag if value or not param.secondary_opts else max(param.secondary_opts, key=len)]
+    if param.multiple:
+        return [word for v in values
+                for word in [flag, *(map(str, v) if isinstance(v, tuple) else [str(v)])]]
+    return [flag, *map(str, values)]
+
+
+def command_line() -> str:
+    """The current command, rebuilt from its parsed parameters (what a table header needs to
+    say how to regenerate it; independent of how the CLI was launched)."""
+    ctx = click.get_current_context()
+    parts = ["fbench", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if _is_unset(param, value):
+            continue
+        if isinstance(param, click.Argument):
+            parts += [str(v) for v in (value if isinstance(value, (tuple, list)) else [value])]
+        else:
+            parts += _option_words(param, value)
+    return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,60 @@
+"""The data loaders of a run: train (shuffled, seeded; sharded under torchrun), val and eval
+(unpadded shards, gathered afterwards), over the manifest's decoded images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from fbench.data.images import ManifestDataset, collate
+from fbench.train.distributed import DistContext, ShardSampler
+from fbench.train.resolve import ResolvedRun
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    eval: DataLoader
+
+
+def build_loaders(r: ResolvedRun, device: torch.device,
+                  ctx: DistContext | None = None) -> Loaders:
+    cfg = r.config
+    size = r.input_size
+    n = len(r.manifest)
+    cache = cfg.cache_images
+    if cache is None:  # small datasets decode once and stay in memory
+        cache = cfg.workers == 0 and n * size * size * 3 < 2 * 1024**3
+    with_masks = r.dataset.has_masks
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    ctx = ctx or DistContext()
+
+    def loader(split: str, shuffle: bool) -> DataLoader:
+        rows = r.manifest[r.manifest["split"] == split]
+        ds = ManifestDataset(rows, size, with_masks=with_masks, cache=cache,
+                             resample=cfg.resample)
+        sampler = None
+        if ctx.enabled:
+            from torch.utils.data.distributed import DistributedSampler
+
+            # training: each rank a disjoint shuffled shard (seeded per epoch); evaluation:
+            # unpadded shards, gathered afterwards so every image counts exactly once
+            sampler = (DistributedSampler(ds, ctx.world_size, ctx.rank, shuffle=True,
+                                          seed=cfg.seed, drop_last=True) if shuffle
+                       else ShardSampler(len(ds), ctx))
+        return DataLoader(
+            ds, batch_size=cfg.batch_size, shuffle=shuffle and sampler is None,
+            sampler=sampler, collate_fn=collate,
+            num_workers=cfg.workers, pin_memory=device.type == "cuda",
+            persistent_workers=cfg.workers > 0,
+            generator=gen if shuffle and sampler is None else None,
+            # A trailing batch of one breaks BatchNorm in training; shuffling changes which
+            # images are left out, so each is still seen.
+            drop_last=shuffle and len(ds) > cfg.batch_size * ctx.world_size,
+        )
+
+    return Loaders(loader("train", True), loader("val", False), loader("eval", False))
