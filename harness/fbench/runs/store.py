@@ -66,7 +66,7 @@ LAST_PREDICTIONS = "predictions-last.parquet"
 """The last epoch's model's predictions (``predictions.parquet`` holds the selected one's)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
     """A stored run, read back from its directory."""
 

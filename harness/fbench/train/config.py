@@ -17,7 +17,57 @@ from fbench.errors import FbenchError
 DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 64, "lr": 1e-3}
 
 
-@dataclass
+# The type (and range) each setting must have: checked once, when a RunConfig is made, so a
+# TOML `epochs = "ten"` or `fbench.run(lr="fast")` is one line naming the setting, not a
+# TypeError deep inside training. (name: (types, check, what the check means, an example))
+_INT, _NUM, _STR, _BOOL = (int,), (int, float), (str,), (bool,)
+_CHECKS: dict[str, tuple[tuple[type, ...], Any, str, str]] = {
+    "epochs": (_INT, lambda v: v >= 1, "at least 1", "epochs = 30"),
+    "batch_size": (_INT, lambda v: v >= 1, "at least 1", "batch_size = 64"),
+    "lr": (_NUM, lambda v: v > 0, "above 0", "lr = 2e-4"),
+    "weight_decay": (_NUM, lambda v: v >= 0, "0 or more", "weight_decay = 1e-4"),
+    "seed": (_INT, lambda v: True, "", "seed = 0"),
+    "input_size": (_INT, lambda v: v >= 8, "at least 8", "input_size = 224"),
+    "val_fraction": (_NUM, lambda v: 0 <= v < 1, "in [0, 1)", "val_fraction = 0.1"),
+    "workers": (_INT, lambda v: v >= 0, "0 or more", "workers = 4"),
+    "tf32": (_BOOL, lambda v: True, "", "tf32 = true"),
+    "audit": (_BOOL, lambda v: True, "", "audit = true"),
+    "skip_bad": (_BOOL, lambda v: True, "", "skip_bad = false"),
+    "cache_images": (_BOOL, lambda v: True, "", "cache_images = true"),
+    "detector": (_STR, lambda v: True, "", 'detector = "resnet18"'),
+    "dataset": (_STR, lambda v: True, "", 'dataset = "synthetic"'),
+    "transform": (_STR, lambda v: True, "", 'transform = "dct"'),
+    "optimizer": (_STR, lambda v: v in ("adam", "adamw", "sgd"), "adam, adamw or sgd",
+                  'optimizer = "adam"'),
+    "device": (_STR, lambda v: True, "", 'device = "cuda"'),
+    "precision": (_STR, lambda v: v in ("fp32", "bf16"), "fp32 or bf16", 'precision = "bf16"'),
+    "resample": (_STR, lambda v: v in ("bilinear", "area"), "bilinear or area",
+                 'resample = "bilinear"'),
+    "protocol": (_STR, lambda v: True, "", 'protocol = "thesis"'),
+    "data_root": (_STR, lambda v: True, "", 'data_root = "built/seg_2"'),
+    "out": (_STR, lambda v: True, "", 'out = "runs"'),
+    "name": (_STR, lambda v: True, "", 'name = "baseline"'),
+    "options": ((dict,), lambda v: True, "", "[options] depth = \"thesis\""),
+    "dataset_options": ((dict,), lambda v: True, "", "[dataset_options] n_per_class = 500"),
+    "transform_options": ((dict,), lambda v: True, "", "[transform_options] ..."),
+}
+
+
+def _check_setting(name: str, value: Any) -> None:
+    types, ok, meaning, example = _CHECKS[name]
+    # bool is an int in Python; a flag is never a count, and a count never a flag
+    wrong_type = (not isinstance(value, types)
+                  or (isinstance(value, bool) and bool not in types))
+    if wrong_type:
+        kinds = " or ".join({"int": "an integer", "float": "a number", "str": "a string",
+                             "bool": "true or false", "dict": "a table"}[t.__name__]
+                            for t in types if not (t is int and float in types))
+        raise FbenchError(f"setting {name} must be {kinds}, got {value!r}.", f"e.g. {example}")
+    if not ok(value):
+        raise FbenchError(f"setting {name} must be {meaning}, got {value!r}.", f"e.g. {example}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Every setting of a run. ``options`` go to the detector's factory (``--set``),
     ``dataset_options`` to the dataset's (``--dataset-option``), ``transform_options`` to the
@@ -55,6 +105,12 @@ class RunConfig:
     options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     transform_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:  # None: resolved later from the detector's preferences
+                _check_setting(f.name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

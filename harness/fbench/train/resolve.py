@@ -5,7 +5,7 @@ detector's needs (masks, landmarks) are met, and val is carved from train by gro
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -35,7 +35,7 @@ def load_manifest(spec: DatasetSpec, root: str | None, options: dict[str, Any]) 
     return validate_manifest(manifest)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResolvedRun:
     config: RunConfig
     detector: DetectorSpec
@@ -45,7 +45,7 @@ class ResolvedRun:
     input_size: int
     audit: dict[str, Any] | None = None
     preflight: dict[str, Any] | None = None
-    _hashes: pd.DataFrame | None = None
+    _hashes: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def model_options(self, input_size: int | None = None) -> dict[str, Any]:
         """The options the detector's factory is called with: the user's, plus the run's
@@ -96,7 +96,8 @@ class ResolvedRun:
         if self._hashes is None:
             from fbench.data.fingerprint import image_hashes
 
-            self._hashes = image_hashes(self.manifest)
+            # a memo, not state: frozen records may still cache what they compute
+            object.__setattr__(self, "_hashes", image_hashes(self.manifest))
         return self._hashes
 
     def dataset_identity(self) -> dict[str, str]:
