@@ -23,8 +23,46 @@ ARGS = ["run", "--detector", "resnet18", "--dataset", "synthetic", "--epochs", "
         "--dataset-option", "image_size=32", "--no-progress", "--seed", "3"]
 
 
+# fbench's CLI in a process that also registers "barrier-net": a tiny CNN that, when
+# FBENCH_TEST_BLOCK_AFTER=N is set, signals and then blocks in its N-th training forward pass
+# (so a test kills the run at a known step, not after a guessed sleep)
+BARRIER = """
+import os, sys, time
+import fbench
+from fbench.cli import main
+
+class Blocking(fbench.ClassifierDetector):
+    calls = 0
+    def forward(self, batch):
+        if self.training:
+            Blocking.calls += 1
+            if Blocking.calls == int(os.environ.get("FBENCH_TEST_BLOCK_AFTER", 0)):
+                open(os.environ["FBENCH_TEST_BLOCKED"], "w").close()
+                while True:
+                    time.sleep(1)
+        return super().forward(batch)
+
+def factory(num_classes=3):
+    import torch
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(8, num_classes))
+    return Blocking(net)
+
+class Plugin:
+    @fbench.hookimpl
+    def register_detectors(self, register):
+        register(fbench.DetectorSpec(name="barrier-net", summary="t", factory=factory,
+                                     input_size=32))
+
+with fbench.registered(Plugin(), name="barrier"):
+    sys.argv = ["fbench", *sys.argv[1:]]
+    main()
+"""
+
+
 def _fbench(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fbench", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", BARRIER, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -35,18 +73,20 @@ def _only_run(out: Path) -> Path:
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    reference = _fbench(*ARGS, "--out", str(tmp_path / "ref"), env=env)
+    args = [a if a != "resnet18" else "barrier-net" for a in ARGS]
+    reference = _fbench(*args, "--out", str(tmp_path / "ref"), env=env)
 
-    killed = _fbench(*ARGS, "--out", str(tmp_path / "killed"), env=env)
+    # 85 training images at batch 8 (drop_last): 10 steps an epoch; block in step 5 of epoch 2
+    blocked = tmp_path / "blocked"
+    killed = _fbench(*args, "--out", str(tmp_path / "killed"),
+                     env={**env, "FBENCH_TEST_BLOCK_AFTER": "15",
+                          "FBENCH_TEST_BLOCKED": str(blocked)})
     deadline = time.time() + 300
-    run_dir = None
-    while time.time() < deadline and killed.poll() is None:
-        run_dir = _only_run(tmp_path / "killed")
-        if run_dir and (run_dir / "checkpoints" / "last.pt").is_file():
-            break
+    while not blocked.exists() and killed.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.2)  # into epoch 2
-    assert killed.poll() is None, "the run ended before it could be killed"
+    assert killed.poll() is None, "the run ended before it could be killed: " + \
+        killed.communicate()[0][-2000:]
+    run_dir = _only_run(tmp_path / "killed")
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     assert json.loads((run_dir / "status.json").read_text())["state"] == "running"
