@@ -220,8 +220,10 @@ def test_trains_through_the_engine(tmp_path):
 def test_short_training_on_synthetic_beats_chance(tmp_path):
     # Xception from scratch needs ~100 steps before its batch-norm statistics carry over to
     # eval mode; fewer, and every eval image gets one class. About 70 s on two idle cores.
-    run = fbench.run(detector="ffd-attention", dataset="synthetic", epochs=3, batch_size=32,
+    # synthetic-v2 needs 6 epochs here (val macro-F1 0.17, 0.17, 0.53, 0.22, 0.62, 0.76;
+    # eval 0.69); 3 epochs gave 0.42
+    run = fbench.run(detector="ffd-attention", dataset="synthetic", epochs=6, batch_size=32,
                      lr=1e-3, seed=0, out=str(tmp_path), input_size=64,
                      dataset_options={"n_per_class": 300, "image_size": 64})
-    assert run.summary["eval"]["macro_f1"] > 0.45  # chance: 1/3; this run: ~0.68
+    assert run.summary["eval"]["macro_f1"] > 0.45  # chance: 1/3; this run: ~0.69
     assert not run.summary["eval"]["collapsed"]

@@ -278,8 +278,10 @@ def test_trains_through_the_engine(tmp_path):
 def test_short_training_on_synthetic_beats_chance(tmp_path):
     # Two EfficientNets from scratch need ~100 steps before their batch-norm statistics carry
     # over to eval mode. About 70 s on two idle cores.
-    run = fbench.run(detector="lrl", dataset="synthetic", epochs=4, batch_size=16, lr=1e-3,
+    # synthetic-v2 (no face-detection cue) needs 8 epochs here: val macro-F1 0.17, 0.17, 0.41,
+    # 0.37, 0.51, 0.55, 0.44, 0.47; the selected epoch's eval 0.58 (4 epochs gave 0.25)
+    run = fbench.run(detector="lrl", dataset="synthetic", epochs=8, batch_size=16, lr=1e-3,
                      seed=0, out=str(tmp_path), input_size=64,
                      dataset_options={"n_per_class": 150, "image_size": 64})
-    assert run.summary["eval"]["macro_f1"] > 0.42  # chance: 1/3; this run: ~0.55
+    assert run.summary["eval"]["macro_f1"] > 0.42  # chance: 1/3; this run: ~0.58
     assert not run.summary["eval"]["collapsed"]
