@@ -372,10 +372,10 @@ def test_a_run_records_how_many_images_had_no_face(tmp_path):
 
 @pytest.mark.slow
 def test_short_training_on_synthetic_beats_chance(tmp_path):
-    """Preparation (the real face mesh) and training together: about 40 s on two idle cores
-    (about 170 s on a loaded one). mediapipe finds a face in under half of the procedural
-    faces (271 of 600 here); the RGB stream learns regardless. ResNet18 from scratch needs
-    ~80 steps before its batch-norm statistics carry over to eval mode."""
+    """Preparation (the real face mesh) and training together: about 50 s on two cores.
+    mediapipe finds a face in 432 of the 600 procedural faces here, about as often in every
+    class (synthetic-v2). ResNet18 from scratch needs ~80 steps before its batch-norm
+    statistics carry over to eval mode."""
     options = {"n_per_class": 200, "image_size": 64}
     start = time.perf_counter()
     prep = prepare_landmarks("synthetic", options=options, progress=False)
