@@ -46,6 +46,7 @@ _LAZY = {
     "registered": "fbench.plugins.registry",
     "load_built_dataset": "fbench.data.built",
     "difference_hash": "fbench.data.audit",
+    "make_progress": "fbench.progress",
     "read_state_dict": "fbench.train.weights",
     # atomic writes for plugins that store files of their own
     "write_json": "fbench.files",
@@ -109,5 +110,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from fbench.plugins.batch import Batch, DetectorOutput
     from fbench.plugins.detector import ClassifierDetector, Detector
     from fbench.plugins.registry import registered
+    from fbench.progress import make_progress
     from fbench.train.config import RunConfig
     from fbench.train.weights import read_state_dict

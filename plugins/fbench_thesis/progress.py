@@ -13,22 +13,12 @@ def progress_bar(description: str, total: int,
     if not enabled:
         yield lambda n=1, note=None: None
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from fbench import make_progress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"))
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(description, total=total, note="")
+    with make_progress() as bar:  # fbench's one bar: same columns as every other command
+        task = bar.add_task(description, total=total, info="")
 
         def advance(n: int = 1, note: str | None = None) -> None:
-            bar.update(task, advance=n, **({"note": note} if note is not None else {}))
+            bar.update(task, advance=n, **({"info": note} if note is not None else {}))
 
         yield advance
