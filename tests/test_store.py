@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+from pathlib import Path
 
 import pytest
 
@@ -27,27 +27,38 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
-def test_sigkill_during_writes_never_leaves_a_partial_file(tmp_path):
+def test_sigkill_during_a_write_keeps_the_old_file(tmp_path):
+    """Deterministic: the writer is killed at the worst moment, after the new content is
+    written and synced under its temporary name and before the rename. The child tells the
+    parent it got there (a line on its stdout) and waits; no sleep decides the timing."""
     target = tmp_path / "big.json"
-    write_json(target, {"version": -1, "rows": []})
+    write_json(target, {"version": 1, "rows": list(range(1000))})
     writer = textwrap.dedent(f"""
-        from fbench.files import write_json
-        i = 0
-        while True:
-            write_json({str(target)!r}, {{"version": i, "rows": list(range(200_000))}})
-            i += 1
+        import os, sys, threading
+        import fbench.files
+
+        def stalled_replace(src, dst):
+            print(src, flush=True)  # the whole new file is on disk under a temporary name
+            threading.Event().wait()  # wait here until killed
+
+        fbench.files.os.replace = stalled_replace
+        fbench.files.write_json({str(target)!r}, {{"version": 2, "rows": list(range(200_000))}})
     """)
-    proc = subprocess.Popen([sys.executable, "-c", writer])
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 30
-        while read_json(target)["version"] < 2 and time.time() < deadline:
-            time.sleep(0.05)
+        tmp_name = proc.stdout.readline().strip()
+        assert tmp_name, "the writer died before reaching the rename"
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=30)
     finally:
         proc.kill()
-    data = json.loads(target.read_text())  # must parse: old or new, never half
-    assert data["version"] >= 2 and len(data["rows"]) == 200_000
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads(target.read_text()) == {"version": 1, "rows": list(range(1000))}
+    # what a kill leaves is a hidden temporary name that no reader opens, never the target
+    leftover = Path(tmp_name)
+    assert leftover.name.startswith(".big.json.") and leftover.suffix == ".tmp"
+    assert json.loads(leftover.read_text())["version"] == 2
 
 
 def test_run_dirs_are_unique_and_out_must_be_a_directory(tmp_path):

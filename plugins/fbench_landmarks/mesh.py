@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fbench import FbenchError
+from fbench import FbenchError, read_image
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -46,38 +46,14 @@ class FaceMesh:
         self._mesh.close()
 
 
-def read_rgb(path: str) -> np.ndarray:
-    """An image file as uint8 RGB (gray, alpha and 16-bit are converted by OpenCV)."""
-    import cv2
-
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise FbenchError(f"image {path} cannot be read.",
-                          "replace or remove it, or rebuild the dataset.")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 @contextlib.contextmanager
 def _progress(total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
-    """Yield ``advance(note)``: a rich bar on stderr (stdout keeps the summary), or nothing."""
-    if not enabled:
-        yield lambda note: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """Yield ``advance(note)``: fbench's progress bar on stderr (stdout keeps the summary)."""
+    from fbench import make_progress
 
-    columns = (TextColumn("face mesh"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[note]}"))
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("face mesh", total=total, note="")
-        yield lambda note: bar.update(task, advance=1, note=note)
+    with make_progress(enabled=enabled) as bar:
+        task = bar.add_task("face mesh", total=total, info="")
+        yield lambda note: bar.update(task, advance=1, info=note)
 
 
 def compute_landmarks(paths: list[str], mesher: Mesher,
@@ -91,7 +67,8 @@ def compute_landmarks(paths: list[str], mesher: Mesher,
     missing = 0
     with _progress(len(unique), progress) as advance:
         for p in unique:
-            done[p] = mesher(read_rgb(p))
+            # fbench's one reader: the mesh sees the pixels training sees
+            done[p] = mesher(read_image(p))
             missing += done[p] is None
             advance(f"{missing} without a face")
     shapes = {a.shape for a in done.values() if a is not None}

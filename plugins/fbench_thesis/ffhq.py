@@ -104,11 +104,15 @@ def _crop_one(f: Path, src: Path, out: Path, segmenter: Segmenter, journal: Jour
     """Crop one image to its person and record the outcome in the journal."""
     import cv2
 
-    bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FbenchError(f"FFHQ image {f} cannot be read.",
-                          "replace or remove it, then re-run (finished images are kept).")
-    score = segmenter(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    from fbench import UnreadableImage, read_image
+
+    try:
+        rgb = read_image(f)  # fbench's one reader and truncation rule, as training reads
+    except UnreadableImage as exc:
+        raise FbenchError(f"FFHQ {exc.problem}",
+                          "replace or remove it, then re-run (finished images are kept).") from None
+    score = segmenter(rgb)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     result = crop_person(bgr, score, threshold, blank_background, margin)
     rel = str(f.relative_to(src))
     if result is None:

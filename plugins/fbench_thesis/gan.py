@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fbench import FbenchError
+from fbench import FbenchError, truncation_reason
 from fbench_thesis.images import list_images
 from fbench_thesis.progress import progress_bar
 
@@ -31,7 +31,8 @@ def check_gan(directory: str | Path, progress: bool = True) -> dict[str, Any]:
     with progress_bar(f"checking {directory.name}", len(files), progress) as advance:
         for f in files:
             rel = str(f.relative_to(directory))
-            img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+            # fbench's truncation rule first, so this check refuses what training would
+            img = None if truncation_reason(f) else cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
             if img is None:
                 unreadable.append(rel)
             else:
