@@ -37,6 +37,7 @@ _LAZY = {
     "load_dataset": "fbench.api",
     "run": "fbench.api",
     "load_run": "fbench.api",
+    "iter_runs": "fbench.api",
     "RunConfig": "fbench.train.config",
     "Run": "fbench.api",
     # helpers for plugins
@@ -92,6 +93,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Run,
         create_detector,
         create_transform,
+        iter_runs,
         list_datasets,
         list_detectors,
         list_transforms,

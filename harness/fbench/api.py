@@ -73,6 +73,19 @@ class Run(StoredRun):
     ``epochs``, ``predictions``, ``metrics()``) plus ``predict`` on new images. The store's own
     record knows nothing of the uses made of it; this is where they meet."""
 
+    def run_config(self) -> RunConfig:
+        """The validated :class:`RunConfig` this run was resolved to (``.config`` is the stored
+        dict, metadata included); ``fbench.run(run.run_config())`` trains it again."""
+        return RunConfig.from_stored(self.config, source=str(self.path / "config.json"))
+
+    def load_model(self) -> tuple[Any, Any]:
+        """``(detector, transform)`` rebuilt as the run built them, with the selected
+        checkpoint's weights, in eval mode on the CPU."""
+        from fbench.use.model import load_trained
+
+        model, transform, _ = load_trained(self)
+        return model, transform
+
     def predict(self, inputs: Any, **options: Any) -> pd.DataFrame:
         """Score image files, folders or arrays with this run's selected checkpoint; see
         :func:`fbench.use.predict.predict` for the options and the columns."""
@@ -83,9 +96,20 @@ class Run(StoredRun):
 
 def load_run(path: str | Path) -> Run:
     """A stored run: ``.config``, ``.summary``, ``.epochs`` and ``.predictions`` DataFrames."""
-    import dataclasses
-
     from fbench.runs.store import load_run as _load
 
-    stored = _load(path)
+    return _as_api_run(_load(path))
+
+
+def _as_api_run(stored: StoredRun) -> Run:
+    import dataclasses
+
     return Run(**{f.name: getattr(stored, f.name) for f in dataclasses.fields(stored)})
+
+
+def iter_runs(runs_dir: str | Path = "runs", state: str | None = "completed") -> Any:
+    """Every stored run under ``runs_dir`` whose status is ``state`` (``None``: any), oldest
+    first; damaged runs are skipped with a warning naming them."""
+    from fbench.runs.store import iter_runs as _iter
+
+    return (_as_api_run(r) for r in _iter(runs_dir, state))

@@ -3,7 +3,6 @@ configuration, then table them side by side, with any reference columns a family
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,15 +55,11 @@ def find_stored_run(out: str | Path, config: dict[str, Any]) -> Path | None:
     """A completed run under ``out`` with the same configuration and seed
     (:func:`fbench.report.tables.run_identity`), newest first."""
     from fbench.report.tables import run_identity as identity
+    from fbench.runs.store import iter_run_dirs
 
     want = identity(config)
-    candidates = sorted(Path(out).glob("*/config.json"), reverse=True)
-    for cfg_file in candidates:
-        run_dir = cfg_file.parent
-        status = run_dir / "status.json"
-        if not status.is_file() or json.loads(status.read_text()).get("state") != "completed":
-            continue
-        if identity(json.loads(cfg_file.read_text())) == want:
+    for run_dir, stored in iter_run_dirs(out, "completed", newest_first=True):
+        if identity(stored) == want:
             return run_dir
     return None
 

@@ -3,7 +3,6 @@ aggregated, every number recomputed from the runs' stored predictions."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,16 +12,12 @@ import pandas as pd
 
 from fbench.metrics import PROB_COLUMNS, compute_metrics
 from fbench.report.tables import aggregate, rank, run_row
-from fbench.runs.store import Run, load_run
+from fbench.runs.store import Run, iter_runs
 
 
 def completed_runs(runs_dir: str | Path) -> list[Run]:
-    out = []
-    for cfg in sorted(Path(runs_dir).glob("*/config.json")):
-        status = cfg.parent / "status.json"
-        if status.is_file() and json.loads(status.read_text()).get("state") == "completed":
-            out.append(load_run(cfg.parent))
-    return out
+    """Completed runs under ``runs_dir`` (damaged ones skipped with a warning)."""
+    return list(iter_runs(runs_dir))
 
 
 # The leaderboard's measured columns in order; per-source F1 (``src:<source>``) follows.

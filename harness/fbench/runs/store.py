@@ -17,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,3 +133,45 @@ def load_run(path: str | Path) -> Run:
         predictions=pd.read_parquet(preds_file) if preds_file.is_file() else None,
         summary=read_json(summary_file) if summary_file.is_file() else None,
     )
+
+
+def _read_state(run_dir: Path) -> tuple[dict[str, Any], str | None] | None:
+    """``(config, state)`` of a run directory, or None when its config or status cannot be
+    parsed (warned: a damaged run never stops a report over the others)."""
+    try:
+        config = read_json(run_dir / "config.json")
+        status_file = run_dir / "status.json"
+        state = read_json(status_file).get("state") if status_file.is_file() else None
+    except (OSError, ValueError, AttributeError) as exc:
+        warnings.warn(f"skipping damaged run {run_dir}: {exc}", stacklevel=3)
+        return None
+    return config, state
+
+
+def iter_run_dirs(runs_dir: str | Path, state: str | None = "completed",
+                  newest_first: bool = False) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Run directories under ``runs_dir`` in name (= start time) order, with their stored
+    config, whose status is ``state`` (``None``: any). Cheap: reads two small JSON files per
+    run; use :func:`iter_runs` for the whole record."""
+    for cfg_file in sorted(Path(runs_dir).glob("*/config.json"), reverse=newest_first):
+        read = _read_state(cfg_file.parent)
+        if read is not None and (state is None or read[1] == state):
+            yield cfg_file.parent, read[0]
+
+
+def iter_runs(runs_dir: str | Path, state: str | None = "completed") -> Iterator[Run]:
+    """Every stored :class:`Run` under ``runs_dir`` whose status is ``state``: the one walk
+    of a run store that reports use. A run whose files are damaged (a truncated JSON or
+    parquet, a completed run without predictions) is skipped with a warning naming it."""
+    for run_dir, _ in iter_run_dirs(runs_dir, state):
+        try:
+            run = load_run(run_dir)
+        except Exception as exc:  # noqa: BLE001 - pyarrow, JSON, OS: all mean "damaged"
+            warnings.warn(f"skipping damaged run {run_dir}: {type(exc).__name__}: {exc}",
+                          stacklevel=2)
+            continue
+        if run.status.get("state") == "completed" and run.predictions is None:
+            warnings.warn(f"skipping damaged run {run_dir}: completed but no "
+                          f"{PREDICTIONS}", stacklevel=2)
+            continue
+        yield run

@@ -133,6 +133,31 @@ class RunConfig:
             )
         return cls(**data)
 
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any], source: str = "config.json") -> RunConfig:
+        """The configuration a stored run (its ``config.json``) was resolved to: the one home
+        for reading a run's settings back (resume, reproduce, predict, Grad-CAM, robustness).
+        Metadata such as ``n_parameters`` is dropped; what a run recorded as it used it wins
+        over what today's defaults would give."""
+        from fbench.data.images import stored_resampler
+
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in stored.items() if k in known}
+        data["resample"] = stored_resampler(stored)  # older runs resized with INTER_AREA
+        used = stored.get("detector_options")
+        if used is not None:
+            # every option as the run used it, so a default changed since (GraftNet's
+            # residual, the reference initialisation) does not change the rebuilt model; the
+            # input size still follows the run's input size unless the user had set it
+            given = stored.get("options") or {}
+            data["options"] = {k: v for k, v in used.items() if k != "input_size" or k in given}
+        # config.json's "audit" holds the audit's result, not the setting: a dict with
+        # skipped=True means --skip-audit, anything else that the audit was on.
+        audit = stored.get("audit")
+        if not isinstance(audit, bool):
+            data["audit"] = not (isinstance(audit, dict) and audit.get("skipped"))
+        return cls.from_dict(data, source=source)
+
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 

@@ -35,6 +35,25 @@ def load_manifest(spec: DatasetSpec, root: str | None, options: dict[str, Any]) 
     return validate_manifest(manifest)
 
 
+def model_options(spec: DetectorSpec, options: dict[str, Any], input_size: int) -> dict[str, Any]:
+    """The options a detector's factory is called with: the user's, plus the run's input size
+    for a detector whose size-dependent parts take ``input_size`` (unless the user set it)."""
+    from fbench.plugins.specs import factory_options
+
+    options = dict(options)
+    if "input_size" in factory_options(spec.factory) and "input_size" not in options:
+        options["input_size"] = input_size
+    return options
+
+
+def build_detector(spec: DetectorSpec, options: dict[str, Any], input_size: int) -> Any:
+    """The one place a detector is built for a run, new or stored: its factory with
+    :func:`model_options`, wrapped as a :class:`fbench.Detector`."""
+    from fbench.plugins.detector import as_detector
+
+    return as_detector(spec.factory(num_classes=3, **model_options(spec, options, input_size)))
+
+
 @dataclass(frozen=True)
 class ResolvedRun:
     config: RunConfig
@@ -48,23 +67,13 @@ class ResolvedRun:
     _hashes: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def model_options(self, input_size: int | None = None) -> dict[str, Any]:
-        """The options the detector's factory is called with: the user's, plus the run's
-        input size for a detector whose size-dependent parts take ``input_size`` (unless the
-        user set it explicitly)."""
-        from fbench.plugins.specs import factory_options
-
-        options = dict(self.config.options)
-        if "input_size" in factory_options(self.detector.factory) and "input_size" not in options:
-            options["input_size"] = input_size or self.input_size
-        return options
+        """The options the detector's factory is called with (:func:`model_options`)."""
+        return model_options(self.detector, self.config.options, input_size or self.input_size)
 
     def build_model(self, input_size: int | None = None) -> Any:
         """The detector at the run's input size (or at ``input_size``, e.g. to count the
         parameters of the 224 px model)."""
-        from fbench.plugins.detector import as_detector
-
-        model = self.detector.factory(num_classes=3, **self.model_options(input_size))
-        return as_detector(model)
+        return build_detector(self.detector, self.config.options, input_size or self.input_size)
 
     def size_dependent(self) -> bool:
         """Whether the detector's parameters may depend on the input size (it takes one)."""

@@ -20,29 +20,22 @@ def load_trained(run: Run | str | Path) -> tuple[Any, Any, Run]:
 
     The dataset is not loaded (``resolve`` would): a picture of a few images must not need
     the training data at hand."""
-    from fbench.plugins.detector import as_detector
     from fbench.plugins.registry import get_registry
-    from fbench.plugins.specs import factory_options
     from fbench.train.config import RunConfig
     from fbench.train.engine import load_checkpoint
+    from fbench.train.resolve import build_detector
 
     r = _as_run(run)
-    cfg = r.config
-    # Validates the stored settings (the keys RunConfig knows; the rest is run metadata).
-    RunConfig.from_dict({k: v for k, v in cfg.items() if k in RunConfig.__dataclass_fields__},
-                        source=str(r.path / "config.json"))
+    # the one reading of a stored config: the options as the run used them, validated
+    config = RunConfig.from_stored(r.config, source=str(r.path / "config.json"))
     ckpt_path = r.checkpoint("best")
     if not ckpt_path.is_file():
         raise FbenchError(f"run {r.path} has no checkpoints/best.pt.",
-                          "Grad-CAM needs a run that finished at least one epoch.")
+                          "use a run that finished at least one epoch.")
     reg = get_registry()
-    spec = reg.get("detector", cfg["detector"])
-    options = dict(cfg.get("options") or {})
-    if "input_size" in factory_options(spec.factory) and "input_size" not in options:
-        options["input_size"] = cfg["input_size"]
-    model = as_detector(spec.factory(num_classes=3, **options))
-    transform = reg.get("transform", cfg["transform"]).factory(
-        **(cfg.get("transform_options") or {}))
+    model = build_detector(reg.get("detector", config.detector), config.options,
+                           int(r.config["input_size"]))
+    transform = reg.get("transform", config.transform).factory(**config.transform_options)
     state = load_checkpoint(ckpt_path)
     model.load_state_dict(state["model"])
     transform.load_state_dict(state["transform"])

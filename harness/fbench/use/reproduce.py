@@ -42,29 +42,10 @@ COMPARED_METRICS = ("macro_f1", "accuracy", "f1_real", "f1_generated", "f1_edite
 # -- the stored configuration ----------------------------------------------------------------
 
 def run_config(run: Run) -> RunConfig:
-    """The :class:`RunConfig` a stored run was resolved to (its ``config.json`` holds the
-    resolved settings plus metadata such as ``n_parameters``, which are dropped here)."""
+    """The :class:`RunConfig` a stored run was resolved to (:meth:`RunConfig.from_stored`)."""
     from fbench.train.config import RunConfig
 
-    known = set(RunConfig.__dataclass_fields__)
-    data = {k: v for k, v in run.config.items() if k in known}
-    from fbench.data.images import stored_resampler
-
-    data["resample"] = stored_resampler(run.config)  # older runs resized with INTER_AREA
-    used = run.config.get("detector_options")
-    if used is not None:
-        # every option as the run used it, so a default changed since (GraftNet's residual,
-        # the reference initialisation) does not change the reproduced model; the input size
-        # still follows the run's input size unless the user had set it
-        given = run.config.get("options") or {}
-        data["options"] = {k: v for k, v in used.items()
-                           if k != "input_size" or k in given}
-    # config.json's "audit" holds the audit's result, not the setting: a dict with
-    # skipped=True means --skip-audit, anything else that the audit was on.
-    audit = run.config.get("audit")
-    if not isinstance(audit, bool):
-        data["audit"] = not (isinstance(audit, dict) and audit.get("skipped"))
-    return RunConfig.from_dict(data, source=str(run.path / "config.json"))
+    return RunConfig.from_stored(run.config, source=str(run.path / "config.json"))
 
 
 def resolve_stored(run: Run, **changes: Any) -> ResolvedRun:
