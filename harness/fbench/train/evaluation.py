@@ -5,6 +5,7 @@ manifest's columns. The one inference loop: runs, ``fbench predict`` and robustn
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from fbench.train.runtime import autocast, prepare_batch
 if TYPE_CHECKING:  # pragma: no cover
     from rich.progress import Progress
 
+    from fbench.plugins.batch import Batch, DetectorOutput
     from fbench.train.loaders import Loaders
     from fbench.train.resolve import ResolvedRun
 
@@ -29,9 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover
 def predict(model: Detector, transform: torch.nn.Module, loader: DataLoader,
             device: torch.device, precision: str = "fp32",
             progress: Progress | None = None, description: str = "predict",
-            ctx: DistContext | None = None) -> dict[str, Any]:
+            ctx: DistContext | None = None,
+            on_output: Callable[[Batch, DetectorOutput], None] | None = None) -> dict[str, Any]:
     """Class probabilities (and per-image Dice/IoU where the model predicts masks) for every
-    sample of a loader, in loader order."""
+    sample of a loader, in loader order. ``on_output(batch, output)`` sees each batch's whole
+    output (``fbench predict`` saves the predicted masks from it): the one inference loop."""
     model.eval()
     probs, index, dice, iou = [], [], [], []
     task = progress.add_task(description, total=len(loader), info="") if progress else None
@@ -39,6 +43,8 @@ def predict(model: Detector, transform: torch.nn.Module, loader: DataLoader,
         batch = prepare_batch(batch, transform, device)
         with autocast(device, precision):
             out = model(batch)
+        if on_output is not None:
+            on_output(batch, out)
         probs.append(torch.softmax(out.logits.float(), dim=1).cpu())
         index.append(batch.index.cpu())
         if out.mask is not None and batch.masks is not None:

@@ -101,24 +101,6 @@ def _write_mask(mask: np.ndarray, row: dict[str, Any], hw: tuple[int, int],
     row["mask_path"] = str(target)
 
 
-class _MaskTap:
-    """The run's model as the engine's loop calls it, handing each batch's predicted masks
-    to ``sink`` (the engine's loop returns class probabilities only)."""
-
-    def __init__(self, model: Any, sink: Any) -> None:
-        self.model, self.sink = model, sink
-
-    def eval(self) -> _MaskTap:
-        self.model.eval()
-        return self
-
-    def __call__(self, batch: Any) -> Any:
-        out = self.model(batch)
-        if out.mask is not None:
-            self.sink(batch.index.cpu().numpy(), out.mask.float().cpu().numpy())
-        return out
-
-
 class _Scorer:
     """Images gathered a batch at a time and scored through the engine's evaluation loop."""
 
@@ -145,7 +127,11 @@ class _Scorer:
         if len(self.pending) >= self.batch_size:
             self.flush()
 
-    def _masks(self, index: np.ndarray, masks: np.ndarray) -> None:
+    def _on_output(self, batch: Any, out: Any) -> None:
+        """Keep each image's predicted mask (the loop returns class probabilities only)."""
+        if out.mask is None:
+            return
+        index, masks = batch.index.cpu().numpy(), out.mask.float().cpu().numpy()
         for j, m in zip(index, masks, strict=True):
             row, _, hw = self.pending[j]
             row["mask_area"] = float((m[0] >= 0.5).mean())
@@ -166,8 +152,8 @@ class _Scorer:
         samples = [{"image": torch.from_numpy(img).permute(2, 0, 1).contiguous(), "label": 0,
                     "index": j} for j, (_, img, _) in enumerate(self.pending)]
         loader = DataLoader(samples, batch_size=len(samples), collate_fn=collate)
-        result = engine_predict(_MaskTap(self.model, self._masks), self.transform, loader,
-                                self.device, self.precision)
+        result = engine_predict(self.model, self.transform, loader, self.device,
+                                self.precision, on_output=self._on_output)
         for j, probs in zip(result["index"], result["probs"], strict=True):
             row = self.pending[j][0]
             row.update({"status": STATUS_SCORED, "error": ""})
