@@ -94,6 +94,26 @@ def test_jpeg_keeps_colours_where_they_are():
     assert float(y[0, 2, :, 20:].mean()) > 0.8 and float(y[0, 0, :, 20:].mean()) < 0.2
 
 
+@pytest.mark.parametrize("quality", [95, 50, 10])
+def test_jpeg_equals_opencv_libjpeg_image_by_image(quality):
+    """The batched torchvision path gives the pixels of saving each image with OpenCV and
+    reading it back (what the perturbation did before, one image at a time)."""
+    import cv2
+    import numpy as np
+
+    g = torch.Generator().manual_seed(quality)
+    x = torch.rand(4, 3, 40, 56, generator=g)
+    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # texture libjpeg must really quantise
+    y = fbench.create_transform("jpeg", quality=quality)(x)
+    for img, out in zip(x, y, strict=True):
+        rgb = (img.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]),
+                                [int(cv2.IMWRITE_JPEG_QUALITY), quality])
+        ref = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1]
+        got = (out.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        assert ok and np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
 def test_blur_keeps_a_flat_image_and_removes_a_checkerboard():
     flat = torch.full((1, 3, 16, 16), 0.4)
     blur = fbench.create_transform("blur", sigma=2.0)
