@@ -189,6 +189,8 @@ class _NaNAfterFirstEpoch(fbench.Detector):
 
 
 def test_nan_from_the_model_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    """NaN in epoch 2: the run stops there, says why, and is evaluated with epoch 1's model
+    (recorded as stopped on nan, not converged). NaN in epoch 1: nothing to keep, it fails."""
     rows = _write_dataset(tmp_path)
     plugin = _plugin(rows, tmp_path)
 
@@ -199,14 +201,24 @@ def test_nan_from_the_model_stops_training_and_keeps_the_last_good_checkpoint(tm
                                          factory=_NaNAfterFirstEpoch))
 
     out = tmp_path / "runs"
+    args = ["run", "--detector", "nan-net", "--dataset", "hostile", "--epochs", "3",
+            "--no-progress"]
     with registered(plugin, name="hostile"), registered(NaNPlugin(), name="nan"):
-        result = CliRunner().invoke(cli, ["run", "--detector", "nan-net", "--dataset",
-                                          "hostile", "--epochs", "3", "--out", str(out),
-                                          "--no-progress"])
-    assert result.exit_code != 0 and "Traceback" not in result.output
+        result = CliRunner().invoke(cli, [*args, "--out", str(out)])
+        first = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "first"),
+                                         "--batch-size", "4"])  # NaN at step 2 of epoch 1
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert "loss became nan at epoch 2" in result.output and "lower --lr" in result.output
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stopped"]["reason"] == "nan" and summary["stopped"]["epoch"] == 1
+    assert not summary["stopped"]["converged"] and summary["selected_epoch"] == 1
+    assert summary["epochs_trained"] == 1 and summary["last"]["epoch"] == 1
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert last["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    # a NaN in the very first epoch leaves nothing to evaluate: the run fails, as one line
+    assert first.exit_code != 0 and "Traceback" not in first.output
+    (failed,) = [p for p in (tmp_path / "first").iterdir() if p.is_dir()]
+    assert json.loads((failed / "status.json").read_text())["state"] == "failed"

@@ -23,8 +23,9 @@ ARGS = ["run", "--detector", "resnet18", "--dataset", "synthetic", "--epochs", "
         "--dataset-option", "image_size=32", "--no-progress", "--seed", "3"]
 
 
-# fbench's CLI in a process that also registers "barrier-net": a tiny CNN that, when
-# FBENCH_TEST_BLOCK_AFTER=N is set, signals and then blocks in its N-th training forward pass
+# fbench's CLI in a process that also registers "barrier-net": a tiny CNN (with BatchNorm, so
+# precise BN takes part) that, when FBENCH_TEST_BLOCK_AFTER=N is set, signals and then blocks
+# in its N-th training forward pass
 # (so a test kills the run at a known step, not after a guessed sleep)
 BARRIER = """
 import os, sys, time
@@ -44,7 +45,8 @@ class Blocking(fbench.ClassifierDetector):
 
 def factory(num_classes=3):
     import torch
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                              torch.nn.ReLU(),
                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                               torch.nn.Linear(8, num_classes))
     return Blocking(net)
@@ -71,15 +73,21 @@ def _only_run(out: Path) -> Path:
     return runs[0] if len(runs) == 1 else None
 
 
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
+def test_sigkill_mid_plateau_then_resume_equals_uninterrupted(tmp_path):
+    """Killed in epoch 3 of a ceiling of 5, one epoch into a plateau (patience 2, and a
+    min-delta no epoch can beat): both runs stop on the plateau after epoch 3, with the same
+    cosine schedule, precise-BN statistics and predictions."""
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     args = [a if a != "resnet18" else "barrier-net" for a in ARGS]
+    args[args.index("--epochs") + 1] = "5"
+    args += ["--patience", "2", "--min-delta", "0.99", "--schedule", "cosine",
+             "--warmup-epochs", "1"]
     reference = _fbench(*args, "--out", str(tmp_path / "ref"), env=env)
 
-    # 85 training images at batch 8 (drop_last): 10 steps an epoch; block in step 5 of epoch 2
+    # 85 training images at batch 8 (drop_last): 10 steps an epoch; block in step 5 of epoch 3
     blocked = tmp_path / "blocked"
     killed = _fbench(*args, "--out", str(tmp_path / "killed"),
-                     env={**env, "FBENCH_TEST_BLOCK_AFTER": "15",
+                     env={**env, "FBENCH_TEST_BLOCK_AFTER": "25",
                           "FBENCH_TEST_BLOCKED": str(blocked)})
     deadline = time.time() + 300
     while not blocked.exists() and killed.poll() is None and time.time() < deadline:
@@ -90,17 +98,22 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     assert json.loads((run_dir / "status.json").read_text())["state"] == "running"
-    assert len(json.loads((run_dir / "epochs.json").read_text())) == 1
+    assert len(json.loads((run_dir / "epochs.json").read_text())) == 2
 
     resumed = _fbench("run", "--resume", str(run_dir), "--no-progress", env=env)
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out[-3000:]
-    assert "resuming" in out and "after epoch 1" in out
+    assert "resuming" in out and "after epoch 2" in out
+    assert "stopped after epoch 3: no validation gain (> 0.99) in 2 epoch(s)" in out
     ref_out, _ = reference.communicate(timeout=600)
     assert reference.returncode == 0, ref_out[-3000:]
 
     a, b = load_run(_only_run(tmp_path / "ref")), load_run(run_dir)
-    assert b.summary["resumed_after_epoch"] == 1
+    assert b.summary["resumed_after_epoch"] == 2
+    assert a.summary["stopped"] == b.summary["stopped"] == {
+        "reason": "plateau", "epoch": 3, "converged": True}
+    assert a.summary["epochs_trained"] == 3 and a.epochs["precise_bn_batches"].tolist() == [10] * 3
+    assert a.epochs["lr"].tolist() == b.epochs["lr"].tolist()
     for split in ("eval", "val"):
         assert a.summary[split] == b.summary[split]
     pd.testing.assert_frame_equal(a.predictions.drop(columns="id"),

@@ -42,6 +42,36 @@ set_ = click.option("--set", "set_", multiple=True, metavar="KEY=VALUE",
                     "--set depth=thesis.")
 no_progress = click.option("--no-progress", is_flag=True, help="No progress bars.")
 
+_CONVERGENCE = (
+    click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]),
+                 help="Learning-rate schedule over the epoch ceiling (step: x0.1 at 1/2 and "
+                 "3/4); constant is the thesis's. [default: cosine]"),
+    click.option("--warmup-epochs", type=click.FloatRange(min=0),
+                 help="Linear warm-up of the learning rate, in epochs. [default: 1 from a "
+                 "ceiling of 10 epochs, else 0]"),
+    click.option("--patience", type=click.IntRange(min=0),
+                 help="Stop when validation macro-F1 has not improved for N epochs "
+                 "(--epochs is the ceiling; 0: never). [default: 3]"),
+    click.option("--min-delta", type=click.FloatRange(min=0),
+                 help="The validation macro-F1 gain that counts as improving. [default: 0]"),
+    click.option("--collapse-epochs", type=click.IntRange(min=0),
+                 help="Stop when validation predictions sit on one class for N epochs in a "
+                 "row (0: never). [default: 3]"),
+    click.option("--precise-bn", type=click.IntRange(min=0),
+                 help="Training batches over which BatchNorm statistics are recomputed before "
+                 "each validation (0: off). [default: up to 32 when an epoch has under 500 "
+                 "steps, else 0]"),
+    click.option("--clip-grad", type=click.FloatRange(min=0, min_open=True),
+                 help="Clip the gradients' total norm to this value. [default: off]"),
+)
+
+
+def convergence(command: click.decorators.FC) -> click.decorators.FC:
+    """The convergence settings (schedule, warm-up, stopping rule, precise BN, clipping)."""
+    for option in reversed(_CONVERGENCE):
+        command = option(command)
+    return command
+
 
 def _is_unset(param: click.Parameter, value: object) -> bool:
     return value is None or value == () or value is False or (

@@ -57,6 +57,7 @@ def _variants(names: tuple[str, ...], family: str | None, detector: str | None,
 @options.epochs
 @options.batch_size
 @options.lr
+@options.convergence
 @options.input_size
 @options.device
 @options.precision

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 @options.epochs
 @options.batch_size
 @options.lr
+@options.convergence
 @click.option("--seed", type=int, help="Seed for data order, validation carving and init. "
               "[default: 0]")
 @options.device

@@ -101,12 +101,18 @@ def layout_table(rows: pd.DataFrame, by: str = "variant", references: bool = Tru
             fmt_mean_std(r["macro_f1"], r["macro_f1_std"], seeds),
             fmt_mean_std(r["dice"], r["dice_std"], seeds),
             _fmt(r["params_m"]),
-            str(seeds) + (f" ({collapsed} collapsed)" if collapsed else ""),
+            str(seeds) + _seed_notes(collapsed, int(r.get("not_converged") or 0)),
             *[_reference_cell(spec.references[t]) if spec and t in spec.references else "–"
               for t in ref_titles],
             *[_fmt(col.get(r[by])) for col in family_refs.values()],
         ])
     return header, table
+
+
+def _seed_notes(collapsed: int, not_converged: int) -> str:
+    notes = [f"{collapsed} collapsed"] * bool(collapsed) + \
+        [f"{not_converged} not converged"] * bool(not_converged)
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def layout_markdown(rows: pd.DataFrame, command: str, by: str = "variant",

@@ -80,6 +80,7 @@ def run_row(run: Run, checkpoint: str = "selected") -> dict[str, Any]:
     m = run.metrics("eval", checkpoint)
     cfg = run.config
     params, counted_at = parameters(cfg)
+    stopped = (run.summary or {}).get("stopped") or {}
     return {
         "run": run.id,
         "detector": cfg["detector"],
@@ -92,6 +93,10 @@ def run_row(run: Run, checkpoint: str = "selected") -> dict[str, Any]:
         "macro_f1": 100 * m["macro_f1"],
         "dice": None if m.get("dice_edited") is None else 100 * m["dice_edited"],
         "collapsed": m["collapsed"],
+        # why training ended (plateau, ceiling, nan, collapse) and whether that is convergence;
+        # None for runs stored before fbench recorded it
+        "stopped": stopped.get("reason"),
+        "converged": stopped.get("converged"),
         "checkpoint": checkpoint,
         # what makes two runs the same configuration (seeds of one experiment aggregate)
         "config": configuration_key(cfg),
@@ -169,10 +174,32 @@ def aggregate(rows: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> 
             rec["runs"] = list(part["run"])
         if "collapsed" in part:
             rec["collapsed"] = int(part["collapsed"].astype(bool).sum())
+        if "stopped" in part:
+            rec["stopped"] = stop_counts(part["stopped"])
+            rec["not_converged"] = int((part["converged"] == False).sum())  # noqa: E712
         for col in metrics:
             rec[col], rec[f"{col}_std"] = mean_std(part[col] if col in part else [])
         out.append(rec)
     return pd.DataFrame(out)
+
+
+def stop_counts(reasons: Any) -> str:
+    """How a configuration's runs ended: ``plateau`` when all alike, else ``plateau 2,
+    ceiling 1``; ``–`` where no run recorded it."""
+    counts = pd.Series([r for r in reasons if isinstance(r, str)]).value_counts()
+    if counts.empty:
+        return "–"
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+
+
+def convergence_cell(stopped: str, not_converged: int, seeds: int) -> str:
+    """The ``stopped`` cell of a table: the stop reasons, and how many runs did not converge
+    (hit the ceiling still improving, diverged, or collapsed)."""
+    if not not_converged:
+        return stopped
+    return f"{stopped}; **not converged: {not_converged} of {seeds}**"
 
 
 def rank(table: pd.DataFrame, score: str = "macro_f1") -> pd.DataFrame:

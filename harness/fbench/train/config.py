@@ -14,7 +14,12 @@ from typing import Any
 
 from fbench.errors import FbenchError
 
-DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 64, "lr": 1e-3}
+DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 64, "lr": 1e-3,
+                            "schedule": "cosine", "patience": 3, "collapse_epochs": 3}
+"""fbench's own defaults for the settings a detector may prefer otherwise
+(``DetectorSpec.defaults``). ``epochs`` is the ceiling; ``patience`` stops earlier on a
+plateau. ``warmup_epochs`` (1 from a ceiling of 10 epochs, else 0) and ``precise_bn`` (on over
+up to 32 batches when an epoch has fewer than 500 steps) resolve from the run's size."""
 
 
 # The type (and range) each setting must have: checked once, when a RunConfig is made, so a
@@ -31,6 +36,14 @@ _CHECKS: dict[str, tuple[tuple[type, ...], Any, str, str]] = {
     "val_fraction": (_NUM, lambda v: 0 <= v < 1, "in [0, 1)", "val_fraction = 0.1"),
     "workers": (_INT, lambda v: v >= 0, "0 or more", "workers = 4"),
     "tf32": (_BOOL, lambda v: True, "", "tf32 = true"),
+    "schedule": (_STR, lambda v: v in ("cosine", "step", "constant"),
+                 "cosine, step or constant", 'schedule = "cosine"'),
+    "warmup_epochs": (_NUM, lambda v: v >= 0, "0 or more", "warmup_epochs = 1"),
+    "patience": (_INT, lambda v: v >= 0, "0 (off) or more", "patience = 3"),
+    "min_delta": (_NUM, lambda v: v >= 0, "0 or more", "min_delta = 0.005"),
+    "collapse_epochs": (_INT, lambda v: v >= 0, "0 (off) or more", "collapse_epochs = 3"),
+    "precise_bn": (_INT, lambda v: v >= 0, "0 (off) or more", "precise_bn = 32"),
+    "clip_grad": (_NUM, lambda v: v > 0, "above 0", "clip_grad = 1.0"),
     "audit": (_BOOL, lambda v: True, "", "audit = true"),
     "skip_bad": (_BOOL, lambda v: True, "", "skip_bad = false"),
     "cache_images": (_BOOL, lambda v: True, "", "cache_images = true"),
@@ -79,7 +92,14 @@ class RunConfig:
     measurably moves LFS's log-DCT bands). ``resample``: how images are resized to the input
     size (see :data:`fbench.data.images.RESAMPLERS`). ``protocol``: ``fbench`` (the settings
     here and the detector's preferences) or a published training recipe the detector declares in
-    ``DetectorSpec.protocols`` (``thesis``), applied under any flag the user gives."""
+    ``DetectorSpec.protocols`` (``thesis``), applied under any flag the user gives.
+
+    Convergence: ``epochs`` is the ceiling; ``schedule`` (cosine, step, constant) with a linear
+    ``warmup_epochs``; ``patience`` epochs without a validation macro-F1 gain above
+    ``min_delta`` stop the run (0: never); ``collapse_epochs`` epochs in a row with validation
+    predictions on one class stop it (0: never); ``precise_bn`` training batches recompute the
+    BatchNorm statistics before each validation (0: off); ``clip_grad`` clips the gradient
+    norm."""
 
     detector: str = "resnet18"
     dataset: str = "synthetic"
@@ -88,6 +108,13 @@ class RunConfig:
     batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 1e-4
+    schedule: str | None = None
+    warmup_epochs: float | None = None
+    patience: int | None = None
+    min_delta: float = 0.0
+    collapse_epochs: int | None = None
+    precise_bn: int | None = None
+    clip_grad: float | None = None
     optimizer: str = "adam"
     seed: int = 0
     device: str = "auto"
@@ -153,6 +180,9 @@ class RunConfig:
             data["options"] = {k: v for k, v in used.items() if k != "input_size" or k in given}
         # config.json's "audit" holds the audit's result, not the setting: a dict with
         # skipped=True means --skip-audit, anything else that the audit was on.
+        if "schedule" not in stored:  # stored before schedules: fbench trained this way
+            data.update(schedule="constant", warmup_epochs=0, patience=0, collapse_epochs=0,
+                        precise_bn=0)
         audit = stored.get("audit")
         if not isinstance(audit, bool):
             data["audit"] = not (isinstance(audit, dict) and audit.get("skipped"))

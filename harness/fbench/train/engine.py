@@ -19,18 +19,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from rich.console import Console
-from torch.utils.data import DataLoader
 
 from fbench.errors import FbenchError
 from fbench.metrics import compute_metrics, metrics_from_predictions, val_threshold
-from fbench.plugins.detector import Detector, count_parameters
 from fbench.progress import make_progress
 from fbench.runs.writer import RunWriter, read_checkpoint
-from fbench.train.distributed import DistContext, barrier, broadcast
+from fbench.train.convergence import (
+    CONVERGENCE_WINDOW,
+    StopRule,
+    make_scheduler,
+    recompute_batchnorm,
+    stop_record,
+)
+from fbench.train.distributed import barrier, broadcast
+from fbench.train.epoch import NonFiniteLoss, train_one_epoch  # noqa: F401 (bench imports it here)
 
 # Names other modules (bench, robustness, predict, tests) import from the engine.
 from fbench.train.evaluation import evaluate_splits, predict, predictions_frame  # noqa: F401
-from fbench.train.loaders import Loaders, build_loaders  # noqa: F401
+from fbench.train.loaders import Loaders, build_loaders, precise_bn_batches  # noqa: F401
 from fbench.train.resolve import ResolvedRun
 from fbench.train.runtime import (  # noqa: F401
     autocast,
@@ -62,21 +68,6 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
     on CUDA only when the run asks for it."""
     with tf32_mode(r.config.tf32):
         return _Training(r, console, progress, resume).run()
-
-
-def parameter_counts(r: ResolvedRun, model: torch.nn.Module) -> dict[str, Any]:
-    """The model's parameters at the run's input size and, for a detector whose size depends
-    on the input (a FAD head's filters are N x N), at 224 px, the size the thesis's (and most
-    papers') counts refer to."""
-    n = count_parameters(model)
-    if not r.size_dependent():
-        return {"n_parameters": n, "parameters_counted_at": None}
-    if r.input_size == 224:
-        n224 = n
-    else:
-        with torch.random.fork_rng(devices=[]):  # counting must not move the run's RNG
-            n224 = count_parameters(r.build_model(224))
-    return {"n_parameters": n, "parameters_counted_at": r.input_size, "n_parameters_224": n224}
 
 
 def _resume_state(run_dir: Path) -> dict[str, Any]:
@@ -121,6 +112,11 @@ class _Training:
         self.loader_gen = self.loaders.train.generator or torch.Generator()
         self.optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr,
                                         cfg.weight_decay)
+        self.steps_per_epoch = max(1, len(self.loaders.train))
+        self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.epochs,
+                                        self.steps_per_epoch, cfg.warmup_epochs)
+        self.rule = StopRule(cfg.patience, cfg.min_delta, cfg.collapse_epochs)
+        self.stopped: dict[str, Any] = {}
         self.trained: torch.nn.Module = self.model
         if self.ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -171,7 +167,7 @@ class _Training:
         from fbench.runs.environment import describe_environment
 
         r, w = self.r, self.writer
-        stored = r.stored_config(**parameter_counts(r, self.model), device=str(self.device),
+        stored = r.stored_config(**r.parameter_counts(self.model), device=str(self.device),
                                  world_size=self.ctx.world_size)
         stored["warnings"] = r.warnings()
         for line in stored["warnings"]:
@@ -193,6 +189,8 @@ class _Training:
         self.model.load_state_dict(state["model"])
         self.transform.load_state_dict(state["transform"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"], self.loader_gen)
         self.epochs = list(state["epochs"])
         self.best_score = float(state["best_val_macro_f1"])
@@ -206,17 +204,66 @@ class _Training:
                                for b in self.loaders.train)
 
     def _train(self, bar: Progress) -> None:
-        task = bar.add_task("epochs", total=self.cfg.epochs, completed=self.first_epoch - 1,
-                            info="")
-        for epoch in range(self.first_epoch, self.cfg.epochs + 1):
-            row = self._epoch(epoch, bar)
+        """Epochs up to the ceiling, unless the stopping rule ends them earlier (a resumed run
+        decides from its epoch log, as the uninterrupted run did)."""
+        cfg = self.cfg
+        task = bar.add_task("epochs", total=cfg.epochs, completed=self.first_epoch - 1, info="")
+        reason = self.rule.decide(self.epochs) if self.epochs else None
+        epoch = self.first_epoch - 1
+        while reason is None and epoch < cfg.epochs:
+            epoch += 1
+            try:
+                row = self._epoch(epoch, bar)
+            except NonFiniteLoss as exc:
+                if not self.epochs:
+                    raise  # nothing to fall back on: the run fails
+                self._rewind_to_last_epoch()
+                self.stopped = stop_record("nan", epoch - 1, self.rule, self.epochs, exc.problem)
+                self.console.print(f"[bold yellow]stopped:[/] {exc.problem} Keeping the "
+                                   f"epochs before it ({exc.fix})")
+                return
             bar.update(task, advance=1,
                        info=f"loss {row['train_loss']:.3f}  val F1 {row['val_macro_f1']:.3f}")
             self.console.print(
-                f"epoch {epoch}/{self.cfg.epochs}  train loss {row['train_loss']:.4f}  "
+                f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  "
                 f"val macro-F1 {row['val_macro_f1']:.4f}"
                 f"{'  (best)' if row['selected'] else ''}  "
                 f"{row['train_images_per_s']:.0f} img/s")
+            reason = self.rule.decide(self.epochs)
+        last = int(self.epochs[-1]["epoch"]) if self.epochs else 0
+        self.stopped = stop_record(reason or "ceiling", last, self.rule, self.epochs)
+        if reason == "plateau":
+            self.console.print(f"stopped after epoch {last}: no validation gain "
+                               f"(> {cfg.min_delta:g}) in {cfg.patience} epoch(s): converged")
+        elif reason == "collapse":
+            self.console.print(f"[bold yellow]stopped[/] after epoch {last}: validation "
+                               f"predictions on one class for {cfg.collapse_epochs} epochs")
+        elif not self.stopped["converged"]:
+            self.console.print(f"[bold yellow]note:[/] reached the ceiling of {cfg.epochs} "
+                               f"epoch(s) {self._why_not_converged()} (not converged): raise "
+                               "--epochs")
+
+    def _why_not_converged(self) -> str:
+        window = self.rule.patience or CONVERGENCE_WINDOW
+        if len(self.epochs) <= window:
+            return f"too soon to see a plateau (it takes {window} epochs without a gain)"
+        return "still improving on validation"
+
+    def _rewind_to_last_epoch(self) -> None:
+        """Back to the end of the last finished epoch (what ``last.pt`` holds)."""
+        state = read_checkpoint(self.writer.checkpoint_path("last"), self.device)
+        self.model.load_state_dict(state["model"])
+        self.transform.load_state_dict(state["transform"])
+
+    def _precise_bn(self) -> int:
+        """BatchNorm statistics recomputed over the run's fixed precise-BN batches."""
+        def forward(batch: Any) -> None:
+            prepared = prepare_batch(batch, self.transform, self.device)
+            with autocast(self.device, self.cfg.precision):
+                self.model(prepared)
+
+        batches = precise_bn_batches(self.loaders.train, self.cfg.precise_bn, self.cfg.seed)
+        return recompute_batchnorm(self.model, batches, forward)
 
     def _epoch(self, epoch: int, bar: Progress) -> dict[str, Any]:
         """Train one epoch, score it on val, keep it if it is the best so far, save last.pt."""
@@ -225,11 +272,16 @@ class _Training:
             loaders.train.sampler.set_epoch(epoch)
         row = train_one_epoch(self.model, self.trained, self.transform, self.optimizer,
                               loaders.train, self.device, cfg.precision, bar, epoch,
-                              self.run_dir, self.ctx)
+                              self.run_dir, self.ctx, self.scheduler, cfg.clip_grad)
+        if cfg.precise_bn:
+            # before validation: stale running statistics can make a model that separates
+            # the classes look collapsed in eval mode; the checkpoints keep these statistics
+            row["precise_bn_batches"] = self._precise_bn()
         val = predict(self.model, self.transform, loaders.val, self.device, cfg.precision, bar,
                       "validate", self.ctx)
         val_metrics = compute_metrics(loaders.val.dataset.labels[val["index"]], val["probs"])
         row.update({f"val_{k}": v for k, v in val_metrics.items() if k in VAL_METRICS})
+        row["val_collapsed"] = bool(val_metrics["collapsed"])
         improved = val_metrics["macro_f1"] > self.best_score
         if improved:
             self.best_score = val_metrics["macro_f1"]
@@ -247,7 +299,8 @@ class _Training:
 
     def _state(self, epoch: int, **extra: Any) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "transform": self.transform.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "epoch": epoch,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": epoch,
                 "best_val_macro_f1": self.best_score, **extra}
 
     def _final_evaluation(self, bar: Progress) -> tuple[Any, Any, int]:
@@ -279,8 +332,23 @@ class _Training:
             self.console.print(
                 "[bold yellow]warning:[/] the selected model predicts (almost) only one class: "
                 "eval macro-F1 is at the majority-class level "
-                f"({summary['eval']['majority_macro_f1']:.3f}). Try a lower --lr.")
+                f"({summary['eval']['majority_macro_f1']:.3f}). {self._collapse_causes()}")
         self.hook.on_run_end(run_dir=str(self.run_dir), summary=summary)
+
+    def _collapse_causes(self) -> str:
+        """The likely causes of a collapse, from what this run did."""
+        cfg, steps = self.cfg, len(self.epochs) * self.steps_per_epoch
+        causes = []
+        if steps < 200:
+            causes.append(f"too little training ({len(self.epochs)} epoch(s) of "
+                          f"{self.steps_per_epoch} steps: raise --epochs or use more images)")
+        preferred = self.r.detector.defaults.get("lr")
+        if preferred is not None and cfg.lr > preferred:
+            causes.append(f"a learning rate above this detector's measured default "
+                          f"(--lr {cfg.lr:g}; try {preferred:g})")
+        elif not causes:
+            causes.append(f"the learning rate (--lr {cfg.lr:g}; try {cfg.lr / 3:.2g})")
+        return "Likely: " + "; ".join(causes) + "."
 
     def _summary(self, preds: Any, last_preds: Any, best_epoch: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -294,6 +362,7 @@ class _Training:
             "run_id": self.run_dir.name,
             "detector": cfg.detector, "dataset": cfg.dataset, "transform": cfg.transform,
             "seed": cfg.seed, "selected_epoch": best_epoch, "epochs": cfg.epochs,
+            "epochs_trained": len(self.epochs), "stopped": self.stopped,
             "selection": "val macro-F1",
             "n_parameters": self.stored["n_parameters"],
             "train_images_per_s": float(np.mean([e["train_images_per_s"]
@@ -315,45 +384,3 @@ class _Training:
         if isinstance(exc, FbenchError):
             exc.problem = f"{exc.problem} (run {self.run_dir} marked {state})"
             exc.message = f"{exc.message} (run directory {self.run_dir} marked {state})"
-
-
-def train_one_epoch(model: Detector, trained: torch.nn.Module, transform: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer, loader: DataLoader, device: torch.device,
-                     precision: str, bar: Progress, epoch: int, run_dir: Path,
-                     ctx: DistContext | None = None) -> dict[str, Any]:
-    """One pass over the training data. ``trained`` is the module called forward (the model,
-    or its DistributedDataParallel wrapper, which synchronises gradients); the loss is the
-    detector's own."""
-    world = ctx.world_size if ctx else 1
-    model.train()
-    task = bar.add_task(f"epoch {epoch}", total=len(loader), info="")
-    totals: dict[str, float] = {}
-    n_seen, t0 = 0, time.perf_counter()
-    for step, batch in enumerate(loader):
-        batch = prepare_batch(batch, transform, device)
-        with autocast(device, precision):
-            out = trained(batch)
-            losses = model.loss(out, batch)
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FbenchError(
-                f"the loss became {loss.item()} at epoch {epoch}, step {step + 1} "
-                f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}).",
-                f"lower --lr; the last good checkpoint is kept in {run_dir / 'checkpoints'}.",
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        b = len(batch)
-        n_seen += b
-        for k, v in losses.items():
-            totals[k] = totals.get(k, 0.0) + float(v.detach()) * b
-        totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) * b
-        bar.update(task, advance=1, info=f"loss {totals['loss'] / n_seen:.3f}")
-    bar.remove_task(task)
-    elapsed = time.perf_counter() - t0
-    row: dict[str, Any] = {"epoch": epoch, "train_loss": totals.pop("loss") / n_seen}
-    row.update({f"train_{k}": v / n_seen for k, v in totals.items()})
-    row["train_seconds"] = elapsed
-    row["train_images_per_s"] = n_seen * world / elapsed  # all ranks together
-    return row

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -58,3 +60,19 @@ def build_loaders(r: ResolvedRun, device: torch.device,
         )
 
     return Loaders(loader("train", True), loader("val", False), loader("eval", False))
+
+
+def precise_bn_batches(train: DataLoader, n: int, seed: int) -> Iterator[Any]:
+    """``n`` batches of the training images for precise BatchNorm: always the same ones for a
+    seed (a generator of their own, so the training order is not moved), shuffled across
+    classes, taken whole (every rank takes the same, so their statistics agree)."""
+    from itertools import islice
+
+    from torch.utils.data import RandomSampler
+
+    sampler = RandomSampler(train.dataset, generator=torch.Generator().manual_seed(seed + 1))
+    loader = DataLoader(train.dataset, batch_size=train.batch_size, sampler=sampler,
+                        collate_fn=train.collate_fn, num_workers=train.num_workers,
+                        pin_memory=train.pin_memory,
+                        drop_last=len(train.dataset) > train.batch_size)
+    return islice(iter(loader), n)

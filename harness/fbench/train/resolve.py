@@ -75,6 +75,25 @@ class ResolvedRun:
         parameters of the 224 px model)."""
         return build_detector(self.detector, self.config.options, input_size or self.input_size)
 
+    def parameter_counts(self, model: Any) -> dict[str, Any]:
+        """The model's parameters at the run's input size and, for a detector whose size
+        depends on the input (a FAD head's filters are N x N), at 224 px, the size the
+        thesis's (and most papers') counts refer to."""
+        import torch
+
+        from fbench.plugins.detector import count_parameters
+
+        n = count_parameters(model)
+        if not self.size_dependent():
+            return {"n_parameters": n, "parameters_counted_at": None}
+        if self.input_size == 224:
+            n224 = n
+        else:
+            with torch.random.fork_rng(devices=[]):  # counting must not move the run's RNG
+                n224 = count_parameters(self.build_model(224))
+        return {"n_parameters": n, "parameters_counted_at": self.input_size,
+                "n_parameters_224": n224}
+
     def size_dependent(self) -> bool:
         """Whether the detector's parameters may depend on the input size (it takes one)."""
         from fbench.plugins.specs import factory_options
@@ -184,6 +203,31 @@ def groups_warning(info: dict[str, Any] | None) -> str | None:
             "of one video may straddle train/val/eval and inflate the scores.")
 
 
+PRECISE_BN_BATCHES = 32
+PRECISE_BN_BELOW_STEPS = 500
+
+
+def resolve_convergence(config: RunConfig, n_train: int) -> RunConfig:
+    """Warm-up and precise BatchNorm where the run leaves them unset: one epoch of warm-up
+    from a ceiling of 10 epochs (none below: a short run has no steps to spare); precise BN
+    over up to 32 training batches when an epoch has fewer than 500 steps (BatchNorm's running
+    statistics then lag the weights; on long epochs they have caught up)."""
+    changes: dict[str, Any] = {}
+    if config.warmup_epochs is None:
+        changes["warmup_epochs"] = 1 if config.epochs >= 10 else 0
+    if config.precise_bn is None:
+        steps = max(1, n_train // config.batch_size)
+        changes["precise_bn"] = (min(PRECISE_BN_BATCHES, steps)
+                                 if steps < PRECISE_BN_BELOW_STEPS else 0)
+    return config.replace(**changes) if changes else config
+
+
+# A published recipe trains as published: fixed epochs at a constant rate, none of fbench's
+# convergence aids, unless the recipe itself (or the user) sets them.
+PUBLISHED_RECIPE = {"schedule": "constant", "warmup_epochs": 0, "patience": 0,
+                    "collapse_epochs": 0, "precise_bn": 0}
+
+
 def apply_protocol(config: RunConfig, det: DetectorSpec) -> RunConfig:
     """The run settings of ``config.protocol`` (a training recipe the detector declares), under
     every setting the user changed from fbench's defaults (a field still at its default takes
@@ -212,6 +256,9 @@ def apply_protocol(config: RunConfig, det: DetectorSpec) -> RunConfig:
             raise FbenchError(f"detector {det.name!r}: protocol {config.protocol!r} sets "
                               f"unknown run setting {key!r} (a plugin bug).")
         elif getattr(config, key) == getattr(defaults, key):
+            changes[key] = value
+    for key, value in PUBLISHED_RECIPE.items():
+        if key not in recipe and getattr(config, key) is None:
             changes[key] = value
     return config.replace(**changes)
 
@@ -254,6 +301,7 @@ def resolve(config: RunConfig) -> ResolvedRun:
 
     manifest, report = preflight(manifest, with_masks=ds.has_masks, skip_bad=config.skip_bad)
     manifest = carve_validation(manifest, config.val_fraction, config.seed)
+    config = resolve_convergence(config, int((manifest["split"] == "train").sum()))
     if config.audit:
         assert_grouped(manifest)
     # --skip-audit lets a known-leaky dataset (the thesis's recipe 3) be trained on to show
