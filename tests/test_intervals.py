@@ -75,10 +75,16 @@ def test_runs_a_seed_apart_are_a_tie_and_identical_runs_differ_by_zero():
     assert same["difference"] == same["ci_low"] == same["ci_high"] == 0
 
 
-def test_no_interval_without_the_same_eval_images():
-    a = [_run("a", _noisy(0.2, 1))]
-    b = [_run("b", _noisy(0.2, 1), paths=[f"other{i}.png" for i in range(N)])]
-    assert difference_interval(a, b) is None
+def test_different_eval_images_are_resampled_apart_and_mixed_seeds_have_no_interval():
+    a = [_run("a", _noisy(0.1, 1))]
+    b = [_run("b", _noisy(0.7, 1), paths=[f"other{i}.png" for i in range(N)])]
+    apart = difference_interval(a, b)
+    assert not apart["paired"] and apart["ci_low"] > 0
+    # the same predictions on the same eval images: paired, the same difference
+    together = difference_interval(a, [_run("b2", _noisy(0.7, 1))])
+    assert together["paired"] and together["difference"] == pytest.approx(apart["difference"])
+    # "seeds" of one row that scored different images are not one experiment
+    assert difference_interval([*a, *b], a) is None
     assert interval_cell(None) == "–"
 
 

@@ -55,30 +55,35 @@ def macro_f1_of_resamples(codes: np.ndarray, idx: np.ndarray,
 
 def difference_interval(a: Sequence[Run], b: Sequence[Run], checkpoint: str = "selected",
                         n: int = 2000, seed: int = 0) -> dict[str, Any] | None:
-    """Mean macro-F1 of runs ``a`` minus that of runs ``b`` (percent) with its paired
-    bootstrap 95 % percentile interval; ``tie`` when the interval includes 0. None when the
-    runs did not all score the same eval images (no pairing is possible)."""
+    """Mean macro-F1 of runs ``a`` minus that of runs ``b`` (percent) with its bootstrap 95 %
+    percentile interval; ``tie`` when the interval includes 0. Paired (the same resampled
+    images for both sides) when both sides scored the same eval images, else each side
+    resampled on its own (``paired`` False). None when the runs of one side disagree on their
+    eval images (they are not seeds of one experiment)."""
     from scipy.stats import bootstrap
 
-    both = _eval_codes([*a, *b], checkpoint)
-    if both is None:
+    sides = [_eval_codes(a, checkpoint), _eval_codes(b, checkpoint)]
+    if sides[0] is None or sides[1] is None:
         return None
-    _, labels, codes = both
-    present = sorted(set(labels.tolist()))
-    ca, cb = codes[: len(a)], codes[len(a):]
+    (pa, la, ca), (pb, lb, cb) = sides
+    present_a, present_b = sorted(set(la.tolist())), sorted(set(lb.tolist()))
+    paired = pa == pb
 
-    def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
-        idx = np.atleast_2d(idx)
-        return (macro_f1_of_resamples(ca, idx, present).mean(0)
-                - macro_f1_of_resamples(cb, idx, present).mean(0))
+    def statistic(ia: np.ndarray, ib: np.ndarray | None = None, axis: int = -1) -> np.ndarray:
+        ia = np.atleast_2d(ia)
+        ib = ia if ib is None else np.atleast_2d(ib)
+        return (macro_f1_of_resamples(ca, ia, present_a).mean(0)
+                - macro_f1_of_resamples(cb, ib, present_b).mean(0))
 
-    full = float(statistic(np.arange(len(labels)))[0])
-    res = bootstrap((np.arange(len(labels)),), statistic, n_resamples=n, batch=250,
-                    vectorized=True, method="percentile", confidence_level=0.95,
+    data = ((np.arange(len(la)),) if paired
+            else (np.arange(len(la)), np.arange(len(lb))))
+    full = float(statistic(*data)[0])
+    res = bootstrap(data, statistic, n_resamples=n, batch=250, vectorized=True,
+                    paired=False, method="percentile", confidence_level=0.95,
                     rng=np.random.default_rng(seed))
     lo, hi = (float(v) for v in res.confidence_interval)
     return {"difference": 100 * full, "ci_low": 100 * lo, "ci_high": 100 * hi,
-            "tie": bool(lo <= 0 <= hi), "resamples": n}
+            "tie": bool(lo <= 0 <= hi), "paired": paired, "resamples": n}
 
 
 def adjacent_intervals(board: pd.DataFrame, runs: Sequence[Run],

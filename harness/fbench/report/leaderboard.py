@@ -7,10 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from fbench.metrics import PROB_COLUMNS, compute_metrics
 from fbench.report.tables import aggregate, rank, run_row
 from fbench.runs.store import Run, iter_runs
 
@@ -88,30 +86,13 @@ def leaderboard(runs: Sequence[Run], dataset: str | None = None,
 
 def bootstrap_difference(a: Run, b: Run, n: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Macro-F1 of run A minus run B with a 95 % percentile bootstrap interval, resampling eval
-    images (paired when both runs scored the same images)."""
-    from scipy.stats import bootstrap
+    images (paired when both runs scored the same images):
+    :func:`fbench.report.intervals.difference_interval` of two single runs."""
+    from fbench.report.intervals import difference_interval
 
-    pa = a.predictions[a.predictions["split"] == "eval"].sort_values("path")
-    pb = b.predictions[b.predictions["split"] == "eval"].sort_values("path")
-    paired = pa["path"].tolist() == pb["path"].tolist()
-
-    def f1(df: pd.DataFrame, idx: np.ndarray) -> float:
-        sub = df.iloc[idx]
-        return compute_metrics(sub["label"].to_numpy(), sub[list(PROB_COLUMNS)].to_numpy(),
-                               sub["pred"].to_numpy())["macro_f1"]
-
-    def difference(ia: np.ndarray, ib: np.ndarray) -> float:
-        return f1(pa, ia) - f1(pb, ib)
-
-    # the data are row indices: a resample picks images, and paired resampling picks the
-    # same images for both runs
-    res = bootstrap((np.arange(len(pa)), np.arange(len(pb))), difference, n_resamples=n,
-                    vectorized=False, paired=paired, confidence_level=0.95,
-                    method="percentile", rng=np.random.default_rng(seed))
-    full = difference(np.arange(len(pa)), np.arange(len(pb)))
-    lo, hi = res.confidence_interval
-    return {"difference": 100 * full, "ci_low": 100 * float(lo), "ci_high": 100 * float(hi),
-            "paired": paired, "resamples": n}
+    out = difference_interval([a], [b], n=n, seed=seed)
+    assert out is not None  # one run per side always agrees with itself
+    return out
 
 
 def _gap(row: Any) -> str:
