@@ -15,7 +15,9 @@ options.py    options several commands share; command_line()
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 import click
 
@@ -73,12 +75,30 @@ def run_fbench(command: str) -> None:
     run_command_line(cli, command)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, SLURM, docker stop), raised where the program is, as Ctrl-C
+    raises KeyboardInterrupt: a run then unwinds the same way (status ``interrupted``,
+    temporary files removed, its lock released) instead of vanishing mid-write."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    # a second SIGTERM ends the process at once (the default), should the unwinding hang
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated("terminated by SIGTERM")
+
+
 def main() -> None:
+    # only the program's entry point installs it: a library must not take over the signal
+    # handlers of a program that embeds it (nor one its caller already chose)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     add_plugin_commands()
     try:
         cli(standalone_mode=True)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # outside a command (click handles those inside)
+        sys.exit(128 + int(getattr(exc, "signum", signal.SIGINT)))
 
 
 if __name__ == "__main__":

@@ -85,4 +85,6 @@ def on_epoch_end(run_dir: str, epoch: int, metrics: dict[str, Any]) -> None:
 
 @hookspec
 def on_run_end(run_dir: str, summary: dict[str, Any]) -> None:
-    """A run finished and its summary (eval metrics of the selected checkpoint) is stored."""
+    """A run finished and its summary (eval metrics of the selected checkpoint) is stored; a
+    plugin may add to ``summary.json`` here (the run is marked completed, and its files sealed
+    with their digests, right after)."""

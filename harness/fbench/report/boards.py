@@ -89,10 +89,21 @@ def select(boards: Sequence[Board], files: Sequence[str | Path]) -> list[Board]:
 
 def build(board: Board, boards_file: Path, runs_dir: Path, reuse: bool = True,
           console: Any = None, progress: bool = True,
-          run_command: Callable[[str], None] | None = None) -> str:
+          run_command: Callable[[str], None] | None = None, allow_edited: bool = False) -> str:
     """Train (or reuse) the board's runs and return its markdown. ``run_command`` runs each
     of the board's preparation command lines (``fbench data landmarks ...``); the CLI passes
-    its own, since this module sits below it."""
+    its own, since this module sits below it. A reused run whose results were edited after
+    it was stored is refused (:class:`fbench.runs.digests.EditedRunError`) unless
+    ``allow_edited``: then the table marks it."""
+    from fbench.runs.store import allow_edited_runs
+
+    # ablate loads the runs it reuses itself: the setting reaches it through the store
+    with allow_edited_runs(allow_edited):
+        return _build(board, boards_file, runs_dir, reuse, console, progress, run_command)
+
+
+def _build(board: Board, boards_file: Path, runs_dir: Path, reuse: bool, console: Any,
+           progress: bool, run_command: Callable[[str], None] | None) -> str:
     from fbench.report.ablate import ablate, ablation_markdown, resolve_variants
     from fbench.report.leaderboard import leaderboard, render
     from fbench.runs.store import load_run, prepare_out_dir

@@ -103,6 +103,8 @@ def run_row(run: Run, checkpoint: str = "selected") -> dict[str, Any]:
         "options": ", ".join(f"{k}={_literal(v)}"
                              for k, v in sorted((cfg.get("options") or {}).items())),
         "groups": (cfg.get("groups") or {}).get("origin", "recorded"),
+        # results changed after the run stored them (read with --allow-edited): marked
+        "edited": ", ".join(run.edited),
         **{f"setting:{k}": setting(cfg, k) for k in SHOWN_SETTINGS},
     }
 
@@ -122,11 +124,35 @@ def settings_cell(row: Any, keys: Sequence[str]) -> str:
     return ", ".join(f"{k}={row[f'setting:{k}']}" for k in keys)
 
 
+def edited_runs(rows: pd.DataFrame) -> list[str]:
+    """The runs among ``rows`` (one per run, from :func:`run_row`) read although edited, as
+    ``run (files)``."""
+    return [f"{r} ({e})" for r, e in zip(rows["run"], rows["edited"], strict=True) if e]
+
+
+def edited_note(edited: Sequence[str]) -> str | None:
+    """The note a table carries when it shows edited runs (``edited``: :func:`edited_runs`)."""
+    if not edited:
+        return None
+    return (f"**Warning: {len(edited)} edited run(s)**, read with --allow-edited: their stored "
+            "results no longer match the digests written when they finished, so their numbers "
+            "are not what was trained. Rows with such runs are marked *edited*: "
+            + "; ".join(f"`{e}`" for e in edited) + ".")
+
+
 def table_notes(rows: pd.DataFrame) -> list[str]:
-    """Warnings a table must carry about the runs it shows."""
+    """Warnings a table must carry about the runs it shows (``rows``: one per run, or
+    aggregated by :func:`aggregate`)."""
     from fbench.train.resolve import groups_warning
 
     notes = []
+    if "edited_runs" in rows:
+        edited = [e for part in rows["edited_runs"] for e in part]
+    else:
+        edited = edited_runs(rows) if {"edited", "run"} <= set(rows.columns) else []
+    note = edited_note(edited)
+    if note:
+        notes.append(note)
     if "groups" in rows:
         for origin in sorted(set(rows["groups"]) - {"recorded"}):
             n = int((rows["groups"] == origin).sum())
@@ -174,6 +200,8 @@ def aggregate(rows: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> 
             rec["runs"] = list(part["run"])
         if "collapsed" in part:
             rec["collapsed"] = int(part["collapsed"].astype(bool).sum())
+        if "edited" in part and "run" in part:
+            rec["edited_runs"] = edited_runs(part)
         if "stopped" in part:
             rec["stopped"] = stop_counts(part["stopped"])
             rec["not_converged"] = int((part["converged"] == False).sum())  # noqa: E712

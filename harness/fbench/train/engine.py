@@ -23,10 +23,11 @@ from rich.console import Console
 from fbench.errors import FbenchError
 from fbench.metrics import compute_metrics, metrics_from_predictions, val_threshold
 from fbench.progress import make_progress
-from fbench.runs.writer import RunWriter, read_checkpoint
+from fbench.runs.writer import RunInterrupted, RunWriter, read_checkpoint
 from fbench.train.convergence import (
     CONVERGENCE_WINDOW,
     StopRule,
+    collapse_causes,
     make_scheduler,
     recompute_batchnorm,
     stop_record,
@@ -147,8 +148,9 @@ class _Training:
         from fbench.plugins.registry import get_registry
 
         self.hook = get_registry().hook
-        self.stored = self._start()
+        lock = self.writer.lock()  # one writing process per run: refuses a second one
         try:
+            self.stored = self._start()
             with make_progress(self.console, self.progress) as bar:
                 self._fit_transform()
                 self._train(bar)
@@ -160,6 +162,8 @@ class _Training:
         except BaseException as exc:
             self._fail(exc)
             raise
+        finally:
+            lock.release()
 
     def _start(self) -> dict[str, Any]:
         """Record the resolved settings and the environment, mark the run running, restore a
@@ -173,12 +177,13 @@ class _Training:
         for line in stored["warnings"]:
             self.console.print(f"[bold yellow]warning:[/] {line}")
         resumed = self.resume_state
+        # status first, the big files after: a failure while writing them is then recorded
+        w.running(self.started, int(resumed["epoch"]) if resumed else None)
         if resumed is None:
             # every image's hash, so `fbench reproduce` can tell whether the data changed
             stored["dataset_fingerprint"] = w.dataset(r.manifest, r.image_hashes())
             w.config(stored)
             w.environment(describe_environment(self.device))
-        w.running(self.started, int(resumed["epoch"]) if resumed else None)
         if self.ctx.is_main:
             self.hook.on_run_start(run_dir=str(self.run_dir), config=stored)
         if resumed is not None:
@@ -325,30 +330,19 @@ class _Training:
         self.writer.predictions(preds, last_preds)
         summary = self._summary(preds, last_preds, best_epoch)
         self.writer.summary(summary)
+        # plugins may add to the summary (the landmark coverage); the digests that make later
+        # edits visible are taken after them, then the run is marked completed
+        self.hook.on_run_end(run_dir=str(self.run_dir), summary=summary)
         self.writer.completed(self.started)
         if summary["eval"]["collapsed"]:
             warnings.warn(f"run {self.run_dir.name} collapsed to the majority class",
                           stacklevel=4)
+            causes = collapse_causes(len(self.epochs), self.steps_per_epoch, self.cfg.lr,
+                                     self.r.detector.defaults.get("lr"))
             self.console.print(
                 "[bold yellow]warning:[/] the selected model predicts (almost) only one class: "
                 "eval macro-F1 is at the majority-class level "
-                f"({summary['eval']['majority_macro_f1']:.3f}). {self._collapse_causes()}")
-        self.hook.on_run_end(run_dir=str(self.run_dir), summary=summary)
-
-    def _collapse_causes(self) -> str:
-        """The likely causes of a collapse, from what this run did."""
-        cfg, steps = self.cfg, len(self.epochs) * self.steps_per_epoch
-        causes = []
-        if steps < 200:
-            causes.append(f"too little training ({len(self.epochs)} epoch(s) of "
-                          f"{self.steps_per_epoch} steps: raise --epochs or use more images)")
-        preferred = self.r.detector.defaults.get("lr")
-        if preferred is not None and cfg.lr > preferred:
-            causes.append(f"a learning rate above this detector's measured default "
-                          f"(--lr {cfg.lr:g}; try {preferred:g})")
-        elif not causes:
-            causes.append(f"the learning rate (--lr {cfg.lr:g}; try {cfg.lr / 3:.2g})")
-        return "Likely: " + "; ".join(causes) + "."
+                f"({summary['eval']['majority_macro_f1']:.3f}). {causes}")
 
     def _summary(self, preds: Any, last_preds: Any, best_epoch: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -376,11 +370,20 @@ class _Training:
         return summary
 
     def _fail(self, exc: BaseException) -> None:
-        """Mark the run failed (or interrupted) in its own status; other runs are untouched."""
-        state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        """Mark the run failed (or interrupted) in its own status; other runs are untouched.
+        Ctrl-C or SIGTERM is raised on as a :class:`RunInterrupted` that says how to resume."""
+        if isinstance(exc, KeyboardInterrupt):
+            resumed = int(self.resume_state["epoch"]) if self.resume_state else 0
+            stop = RunInterrupted(self.run_dir, self.writer.saved.get("last", resumed),
+                                  self.cfg.epochs, exc)
+            stop.not_recorded = self.writer.stopped("interrupted", self.started, stop.reason)
+            raise stop from exc
         error = (str(exc) if isinstance(exc, FbenchError)
                  else "".join(traceback.format_exception_only(type(exc), exc)).strip())
-        self.writer.stopped(state, self.started, error)
+        said = (self.writer.stopped("failed", self.started, error)
+                or f"run {self.run_dir} marked failed")
         if isinstance(exc, FbenchError):
-            exc.problem = f"{exc.problem} (run {self.run_dir} marked {state})"
-            exc.message = f"{exc.message} (run directory {self.run_dir} marked {state})"
+            exc.problem = f"{exc.problem.rstrip('. ')} ({said})."
+            exc.message = f"{exc.problem} Fix: {exc.fix}" if exc.fix else exc.problem
+        else:
+            exc.add_note(said)
