@@ -39,6 +39,7 @@ from functools import partial
 import cv2
 import numpy as np
 
+from fbench_synthetic.lifecycle import run_in_worker, worker_init
 from fbench_synthetic.scene import (  # noqa: F401 - the scene API, re-exported
     _blend,
     _ellipse,
@@ -305,6 +306,40 @@ def _workers(total_images: int) -> int:
     return max(1, min(cpus, 8))
 
 
+def _stop_now(ex: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers and shut it down without waiting for their running chunks: on
+    SIGTERM, Ctrl-C or an error the caller removes the folder they write into, and a worker
+    still writing would leave files behind (a chunk takes seconds)."""
+    # ProcessPoolExecutor keeps its workers by pid in _processes; without it (another
+    # Python), shutting down still waits for the running chunks and then ends
+    for proc in list((getattr(ex, "_processes", None) or {}).values()):
+        try:
+            proc.kill()
+        except (OSError, ValueError):
+            pass  # already gone
+    ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_pool(workers: int, job: partial, chunks: list[range]) -> list[dict]:
+    """Run ``job`` on ``chunks`` in ``workers`` forked processes that die with this one (see
+    :func:`fbench_synthetic.lifecycle.worker_init`)."""
+    rows: list[dict] = []
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns about fork() in a process with threads (torch's); the
+        # workers touch only numpy, scipy.fft and PNG encoding, which are fork-safe
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=worker_init, initargs=(os.getpid(),))
+        try:
+            for part in ex.map(partial(run_in_worker, os.getpid(), job), chunks):
+                rows.extend(part)
+            ex.shutdown(wait=True)
+        except BaseException:
+            _stop_now(ex)
+            raise
+    return rows
+
+
 def generate(out_dir: str | os.PathLike, n_per_class: int, image_size: int, seed: int,
              eval_fraction: float, workers: int | None = None) -> list[dict]:
     """Write ``3 * n_per_class`` PNGs into ``out_dir/images`` (masks into ``out_dir/masks``)
@@ -318,19 +353,10 @@ def generate(out_dir: str | os.PathLike, n_per_class: int, image_size: int, seed
     step = max(1, -(-n_per_class // (4 * workers)))
     chunks = [range(i, min(i + step, n_per_class)) for i in range(0, n_per_class, step)]
     job = partial(_write_chunk, out_dir, seed, image_size, eval_fraction)
-    rows: list[dict] = []
     if workers > 1:
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns about fork() in a process with threads (torch's); the
-            # workers touch only numpy, scipy.fft and PNG encoding, which are fork-safe
-            warnings.simplefilter("ignore", DeprecationWarning)
-            with ProcessPoolExecutor(workers,
-                                     mp_context=multiprocessing.get_context("fork")) as ex:
-                for part in ex.map(job, chunks):
-                    rows.extend(part)
+        rows = _in_pool(workers, job, chunks)
     else:
-        for chunk in chunks:
-            rows.extend(job(chunk))
+        rows = [row for chunk in chunks for row in job(chunk)]
     ids = [r["group"] for r in rows]
     if len(set(ids)) != len(ids):  # 64-bit random ids: never in practice, but never overwrite
         raise RuntimeError("synthetic: two images drew the same id; use another seed")

@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fbench import DatasetSpec, FbenchError, hookimpl
+from fbench_synthetic import lifecycle
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 MANIFEST_FILE = "manifest.csv"
 PARAMS_FILE = "params.json"
-# a generation that died (killed, disk full) leaves its temporary folder behind; one older
-# than this is surely dead and is removed the next time the same dataset is generated
+# a generation that died (killed, power loss) leaves its temporary folder behind: the next
+# generation removes it as soon as its owner process is gone; a folder whose owner cannot be
+# checked (another host sharing the cache, a name from before owners were recorded) once it is
+# older than this (see lifecycle.remove_stale)
 _STALE_TMP_S = 3600.0
 
 
@@ -75,7 +78,10 @@ def load_synthetic(root: str | os.PathLike | None = None, *, n_per_class: int = 
     final = base / dataset_dir_name(n_per_class, image_size, seed, eval_fraction,
                                     gen.GENERATOR_VERSION)
     if not (final / MANIFEST_FILE).is_file():
-        _generate_atomically(final, gen, n_per_class, image_size, seed, eval_fraction)
+        # SIGTERM while generating: workers killed and the temporary folder removed on the
+        # way out (issue 17), then the process ends as SIGTERM would have ended it
+        with lifecycle.sigterm_cleans_up():
+            _generate_atomically(final, gen, n_per_class, image_size, seed, eval_fraction)
     rows = _read_rows(final / MANIFEST_FILE)
     return make_manifest(rows, root=final, name="synthetic", image_size=image_size)
 
@@ -85,15 +91,12 @@ def _generate_atomically(final: Path, gen, n_per_class: int, image_size: int, se
     """Generate into a temporary sibling folder and rename it into place, so a generation that
     is killed half-way never leaves a partial dataset that a later call would reuse."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{final.name}.tmp-"
-    for old in final.parent.glob(prefix + "*"):
-        try:
-            if time.time() - old.stat().st_mtime > _STALE_TMP_S:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    # what generations that died left here (SIGKILL runs no cleanup), of any parameter set:
+    # thousands of files each; a live generation's folder is kept
+    lifecycle.remove_stale(final.parent, _STALE_TMP_S)
+    tmp = Path(tempfile.mkdtemp(prefix=lifecycle.tmp_prefix(final.name), dir=final.parent))
     try:
+        lifecycle.claim(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         start = time.perf_counter()
         print(f"fbench: generating the synthetic dataset ({3 * n_per_class} images, "
@@ -106,6 +109,7 @@ def _generate_atomically(final: Path, gen, n_per_class: int, image_size: int, se
         if final.exists() and not (final / MANIFEST_FILE).is_file():
             # not ours to trust: a folder of that name without a manifest (made by hand?)
             shutil.rmtree(final)
+        lifecycle.release(tmp)
         try:
             os.replace(tmp, final)
         except OSError:
