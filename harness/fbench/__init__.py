@@ -43,6 +43,7 @@ _LAZY = {
     # helpers for plugins
     "make_manifest": "fbench.data.manifest",
     "validate_manifest": "fbench.data.manifest",
+    "parse_label": "fbench.data.manifest",
     "compute_metrics": "fbench.metrics",
     "registered": "fbench.plugins.registry",
     "load_built_dataset": "fbench.data.built",
@@ -105,7 +106,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fbench.data.built import load_built_dataset
     from fbench.data.images import UnreadableImage, read_image, truncation_reason
     from fbench.data.landmarks import load_landmarks, write_landmark_cache
-    from fbench.data.manifest import make_manifest, validate_manifest
+    from fbench.data.manifest import make_manifest, parse_label, validate_manifest
     from fbench.data.probe import run_probe, shortcut_warnings, stored_probe
     from fbench.files import read_json, write_json, write_parquet
     from fbench.metrics import compute_metrics

@@ -183,25 +183,49 @@ def _prefix_pair(text: str) -> tuple[str, str]:
 @click.option("--chain-threshold", type=click.IntRange(0, 64), default=16, show_default=True,
               help="Hash distance (bits of 64) under which neighbouring FaceForensics++ frames "
               "join one inferred video.")
+@click.option("--allow-outside-root", is_flag=True,
+              help="Accept listed files outside --root and the --map-prefix targets (a `..` "
+              "or an unmapped absolute path); recorded in the dataset.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def import_lists_cmd(train: Path, eval_: Path, out: Path, root: Path | None,
                      map_prefix: tuple[str, ...], chain_threshold: int,
-                     no_progress: bool) -> None:
+                     allow_outside_root: bool, no_progress: bool) -> None:
     """Import the thesis's TRAIN and EVAL split files (path<TAB>label, or
-    image<TAB>mask<TAB>label) as the dataset `thesis-lists`."""
+    image<TAB>mask<TAB>label; labels 0-2 or real/generated/edited) as the dataset
+    `thesis-lists`.
+
+    Listed files must lie under --root (or a --map-prefix target) unless
+    --allow-outside-root; an image listed twice in one split is imported once (with a
+    warning, and counted in recipe.json's duplicates_dropped)."""
+    import warnings
+
+    from rich.markup import escape
+
     from fbench_thesis.lists import import_lists
 
-    card = import_lists(train, eval_, out, root=root,
-                        map_prefix=[_prefix_pair(m) for m in map_prefix],
-                        progress=not no_progress, chain_threshold=chain_threshold)
+    # the import's warnings (duplicated lines) in the command's own voice
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        card = import_lists(train, eval_, out, root=root,
+                            map_prefix=[_prefix_pair(m) for m in map_prefix],
+                            progress=not no_progress, chain_threshold=chain_threshold,
+                            allow_outside_root=allow_outside_root)
     console = _console()
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
+        else:  # a library's warning, as Python would have shown it
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    # sources are folder names from the lists: text, never rich markup
     for split, per in card["built"].items():
-        console.print(f"{split}: " + ", ".join(f"{src} {n}" for src, n in sorted(per.items())))
+        console.print(f"{split}: " + ", ".join(f"{escape(src)} {n}"
+                                               for src, n in sorted(per.items())))
     _print_inferred_groups(console, card.get("groups"))
     if card["groups_unknown"]:
-        console.print(f"[yellow]note:[/] {', '.join(card['groups_unknown'])}: "
+        console.print(f"[yellow]note:[/] {escape(', '.join(card['groups_unknown']))}: "
                       f"{card['groups_note']}.")
-    console.print(f"imported into {out}; use it with --dataset thesis-lists --data-root {out}.")
+    console.print(escape(f"imported into {out}; use it with --dataset thesis-lists "
+                         f"--data-root {out}."))
 
 
 def _print_inferred_groups(console: Any, groups: dict[str, Any] | None) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -54,35 +55,48 @@ CHAIN_MAX_GAP = 3
 
 
 def read_list(path: str | Path, split: str) -> list[dict[str, Any]]:
-    """Rows of one split file: ``{"path", "mask", "label", "split", "line"}``."""
+    """Rows of one split file: ``{"path", "mask", "label", "split", "line"}``. UTF-8 (a
+    byte-order mark dropped; a line that is not UTF-8 named by file:line); labels read as
+    manifests read them (``0``-``2`` or ``real``/``generated``/``edited``)."""
+    from fbench import parse_label  # the label parser manifests use
+
     path = Path(path)
     if not path.is_file():
         raise FbenchError(f"split file {path} does not exist.")
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) not in (2, 3):
-                raise FbenchError(
-                    f"{path}:{n}: expected `path<TAB>label` or `image<TAB>mask<TAB>label`, "
-                    f"found {len(fields)} tab-separated field(s): {line[:120]!r}.",
-                    "give the thesis's split files (tab-separated, one image per line).")
-            try:
-                label = int(fields[-1])
-            except ValueError:
-                label = -1
-            if label not in (0, 1, 2):
-                raise FbenchError(f"{path}:{n}: label {fields[-1]!r} is not 0, 1 or 2.",
-                                  "labels are 0 real, 1 generated, 2 edited.")
-            rows.append({"path": fields[0], "mask": fields[1] if len(fields) == 3 else "",
-                         "label": label, "split": split, "line": n,
-                         "with_mask": len(fields) == 3})
+    for n, raw in enumerate(data.splitlines(), start=1):
+        line = _decode(raw, path, n)
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) not in (2, 3):
+            raise FbenchError(
+                f"{path}:{n}: expected `path<TAB>label` or `image<TAB>mask<TAB>label`, "
+                f"found {len(fields)} tab-separated field(s): {line[:120]!r}.",
+                "give the thesis's split files (tab-separated, one image per line).")
+        if not fields[0].strip():
+            raise FbenchError(f"{path}:{n}: the line names no image: {line[:120]!r}.",
+                              "every line starts with the image's path.")
+        label = parse_label(fields[-1])
+        if label is None:
+            raise FbenchError(f"{path}:{n}: label {fields[-1]!r} is not 0, 1 or 2.",
+                              "labels are 0 real, 1 generated, 2 edited (numbers, or those "
+                              "names).")
+        rows.append({"path": fields[0], "mask": fields[1] if len(fields) == 3 else "",
+                     "label": label, "split": split, "line": n,
+                     "with_mask": len(fields) == 3})
     if not rows:
         raise FbenchError(f"split file {path} has no rows.")
     return rows
+
+
+def _decode(raw: bytes, path: Path, n: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FbenchError(f"{path}:{n}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                          f"{exc.start + 1}).", "save the split file as UTF-8.") from None
 
 
 def author_prefix(paths: list[str]) -> str | None:
@@ -221,22 +235,99 @@ def _unknown_sources(groups: dict[str, Any] | None) -> list[str]:
     return list(groups.get("unknown_sources", []))
 
 
+def list_roots(mapping: list[tuple[str, str]], detected: str | None,
+               paths: list[str]) -> list[str]:
+    """The folders imported files may lie in: where the prefixes are mapped to (``--root``,
+    each ``--map-prefix`` NEW); with no mapping, the lists' own prefix (paths kept as
+    listed); with neither, the deepest folder holding every listed file (none named)."""
+    if mapping:
+        found = [os.path.abspath(new) for _, new in mapping]
+    elif detected is not None:
+        found = [os.path.abspath(detected)]
+    else:
+        found = [os.path.commonpath([os.path.dirname(p) for p in paths])]
+    return list(dict.fromkeys(found))
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _refuse(built: list[dict[str, Any]], rows: list[dict[str, Any]],
+            files: dict[str, str | Path], ok: Any, problem: str, fix: str) -> None:
+    """Refuse the listed paths (images and masks) failing ``ok``: their count, the first and
+    its file:line."""
+    bad = [(p, r) for b, r in zip(built, rows, strict=True) for p in (b["path"], b["mask"])
+           if p and not ok(p)]
+    if bad:
+        path, r = bad[0]
+        raise FbenchError(f"{len(bad)} listed {problem}, e.g. {path} "
+                          f"({files[r['split']]}:{r['line']}).", fix)
+
+
+def drop_duplicate_lines(built: list[dict[str, Any]], rows: list[dict[str, Any]],
+                         files: dict[str, str | Path]) -> tuple[list, list, int]:
+    """The lines of each split without repeats of an image (the first kept): training on a
+    listed image twice weighs it double, and evaluating on it twice counts it twice. Repeats
+    are warned about (count and first examples) and their number returned; a repeat that
+    disagrees on the label or mask is refused."""
+    first: dict[tuple[str, str], int] = {}
+    repeats = []  # (the repeat, the line it repeats), as indices
+    for i, (b, r) in enumerate(zip(built, rows, strict=True)):
+        j = first.setdefault((b["path"], r["split"]), i)
+        if j != i:
+            if (built[j]["label"], built[j]["mask"]) != (b["label"], b["mask"]):
+                raise FbenchError(f"{files[r['split']]}:{r['line']}: {b['path']} is listed again "
+                                  f"with another label or mask than on line {rows[j]['line']}.",
+                                  "an image has one label and one mask: remove the wrong line.")
+            repeats.append((i, j))
+    if repeats:
+        examples = ", ".join(f"{files[rows[i]['split']]}:{rows[i]['line']} (repeats line "
+                             f"{rows[j]['line']})" for i, j in repeats[:3])
+        warnings.warn(f"{len(repeats)} duplicated line(s) dropped (the same image twice in one "
+                      f"split list), e.g. {examples}.", stacklevel=3)
+    drop = {i for i, _ in repeats}
+    return ([b for i, b in enumerate(built) if i not in drop],
+            [r for i, r in enumerate(rows) if i not in drop], len(drop))
+
+
+def _built_rows(rows: list[dict[str, Any]], mapping: list[tuple[str, str]]) -> list[dict]:
+    """Manifest rows of the listed lines, paths mapped and made absolute (a relative one is
+    relative to where the import ran, not to the dataset's directory)."""
+    built = []
+    for r in rows:
+        source = infer_source(r["path"])
+        group, _ = infer_group(source, r["label"], r["path"])
+        constant = r["with_mask"] and PurePosixPath(r["mask"]).name in CONSTANT_MASKS
+        mask = "" if constant or not r["mask"] else os.path.abspath(map_path(r["mask"], mapping))
+        built.append({"path": os.path.abspath(map_path(r["path"], mapping)),
+                      "label": r["label"], "source": source, "group": group,
+                      "split": r["split"], "mask": mask, "list_line": r["line"]})
+    return built
+
+
 def import_lists(train: str | Path, eval_: str | Path, out: str | Path, *,
                  root: str | Path | None = None,
                  map_prefix: list[tuple[str, str]] | None = None,
                  progress: bool = True,
-                 chain_threshold: int = CHAIN_THRESHOLD) -> dict[str, Any]:
+                 chain_threshold: int = CHAIN_THRESHOLD,
+                 allow_outside_root: bool = False) -> dict[str, Any]:
     """Import the thesis's ``train`` and ``eval`` split files into ``out`` (manifest.parquet,
     recipe.json). ``root``: where the user keeps what the author kept under the detected
     prefix (``.../deepfake/``); ``map_prefix``: explicit ``(old, new)`` prefixes, applied
     first; ``chain_threshold``: the hash distance (bits of 64) under which neighbouring frames
     join one pseudo-video. Returns the card. Nothing is written unless every listed file
-    exists."""
+    exists.
+
+    Every listed file must lie inside :func:`list_roots` unless ``allow_outside_root``
+    (recorded, so runs accept it too). An image listed twice in one split is kept once
+    (:func:`drop_duplicate_lines`; counted in the card's ``duplicates_dropped``)."""
     from fbench import __version__, make_manifest, write_json, write_parquet
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FbenchError(f"--out {out} is a file.", "give a directory.")
+    files = {"train": train, "eval": eval_}
     rows = read_list(train, "train") + read_list(eval_, "eval")
     mapping = list(map_prefix or [])
     detected = author_prefix([r["path"] for r in rows])
@@ -248,35 +339,28 @@ def import_lists(train: str | Path, eval_: str | Path, out: str | Path, *,
                               "map the prefix explicitly with --map-prefix OLD=NEW.")
         mapping.append((detected, str(Path(root).resolve())))
 
-    built = []
-    for r in rows:
-        source = infer_source(r["path"])
-        group, _ = infer_group(source, r["label"], r["path"])
-        constant = r["with_mask"] and PurePosixPath(r["mask"]).name in CONSTANT_MASKS
-        built.append({"path": map_path(r["path"], mapping), "label": r["label"],
-                      "source": source, "group": group, "split": r["split"],
-                      "mask": "" if constant or not r["mask"] else map_path(r["mask"], mapping),
-                      "list_line": r["line"]})
-
-    missing = [(b["path"], r) for b, r in zip(built, rows, strict=True)
-               if not os.path.isfile(b["path"])]
-    missing += [(b["mask"], r) for b, r in zip(built, rows, strict=True)
-                if b["mask"] and not os.path.isfile(b["mask"])]
-    if missing:
-        path, r = missing[0]
-        where = train if r["split"] == "train" else eval_
-        hint = (f"the lists' own prefix is {detected!r}: pass --root DIR (the folder holding "
-                "FFHQ_raw/ and Deepfake_datasets/)" if detected is not None
-                else "map the listed prefix to yours with --map-prefix OLD=NEW")
-        raise FbenchError(f"{len(missing)} listed file(s) do not exist, e.g. {path} "
-                          f"({where}:{r['line']}).", hint + ".")
+    built = _built_rows(rows, mapping)
+    roots = list_roots(mapping, detected, [b["path"] for b in built])
+    if not allow_outside_root:  # `..` out of the root, or a foreign absolute path: any image
+        _refuse(built, rows, files, lambda p: _inside(p, roots),
+                f"path(s) lie outside the dataset root {' or '.join(roots)}",
+                "a list may only name files under --root or a --map-prefix target (look for "
+                "`..` or a foreign absolute path); pass --allow-outside-root if they are meant.")
+    built, rows, duplicates = drop_duplicate_lines(built, rows, files)
+    _refuse(built, rows, files, os.path.isfile, "file(s) do not exist",
+            f"the lists' own prefix is {detected!r}: pass --root DIR (the folder holding "
+            "FFHQ_raw/ and Deepfake_datasets/)." if detected is not None
+            else "map the listed prefix to yours with --map-prefix OLD=NEW.")
 
     with progress_bar("reading image sizes", len(built), progress) as advance:
         for b in built:
             b["width"], b["height"] = image_size(b["path"])
             advance()
     groups = infer_frame_groups(built, chain_threshold, progress)
-    manifest = make_manifest(built, root=out, name=DATASET)
+    manifest = make_manifest(built, root=out, name=DATASET, roots=roots,
+                             allow_outside_root=allow_outside_root)
+    manifest.attrs["duplicates_dropped"] = (duplicates
+                                            + manifest.attrs.get("duplicates_dropped", 0))
     if groups is not None:
         groups["straddling"] = _straddling(manifest, groups)
         manifest.attrs["groups"] = groups
@@ -291,6 +375,9 @@ def import_lists(train: str | Path, eval_: str | Path, out: str | Path, *,
                   for split, f, n in (("train", train, (manifest["split"] == "train").sum()),
                                       ("eval", eval_, (manifest["split"] == "eval").sum()))},
         "prefix_map": [list(m) for m in mapping],
+        "roots": roots,
+        "allow_outside_root": allow_outside_root,
+        "duplicates_dropped": manifest.attrs["duplicates_dropped"],
         "with_masks": any(r["with_mask"] for r in rows),
         "built": {s: {src: int(n) for src, n in counts[s].items()}
                   for s in counts.index.get_level_values(0).unique()},

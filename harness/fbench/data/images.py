@@ -183,6 +183,15 @@ def _quiet_opencv() -> Iterator[None]:
         cv2.setLogLevel(level)
 
 
+def _looks_like_image(data: bytes) -> bool:
+    """Whether ``data`` starts like an image format OpenCV reads (PNG, JPEG, BMP, TIFF, WebP,
+    GIF, PNM, JPEG 2000)."""
+    return (data.startswith((_PNG_MAGIC, _JPEG_MAGIC, b"BM", b"II*\x00", b"MM\x00*", b"GIF8",
+                             b"\x00\x00\x00\x0cjP  "))
+            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+            or (len(data) > 2 and data[0:1] == b"P" and data[1:2] in b"123456"))
+
+
 def _decode_raw(data: bytes, name: str, flags: int) -> np.ndarray:
     if not data:
         raise UnreadableImage(name, "zero bytes")
@@ -192,9 +201,10 @@ def _decode_raw(data: bytes, name: str, flags: int) -> np.ndarray:
     with _quiet_opencv():
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if img is None:
+        # judged from the bytes: OpenCV's haveImageReader opens the *name*, and crashes on a
+        # name that is not valid UTF-8
         reason = ("corrupt (OpenCV recognises the format but cannot decode it)"
-                  if cv2.haveImageReader(name) or data.startswith((_PNG_MAGIC, _JPEG_MAGIC))
-                  else "not an image OpenCV can decode")
+                  if _looks_like_image(data) else "not an image OpenCV can decode")
         raise UnreadableImage(name, reason)
     return img
 
