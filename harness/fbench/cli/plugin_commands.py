@@ -17,7 +17,7 @@ def add_plugin_commands(group: click.Group) -> None:
     from fbench.plugins.registry import get_registry
 
     try:
-        get_registry().hook.register_commands(cli=group)
+        get_registry().call_each("register_commands", cli=group)
     except FbenchError as exc:  # a broken plugin must not take the whole CLI down
         console(stderr=True).print(f"[yellow]warning:[/] {exc.format_message()}")
 
