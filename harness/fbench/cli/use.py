@@ -20,74 +20,116 @@ def _progress(enabled: bool):  # noqa: ANN202 - rich type imported lazily
     return make_progress(Console(stderr=True), enabled)
 
 
+def _shown(text: object) -> str:
+    """A name from a stranger's folder, safe to print: undecodable bytes and control
+    characters escaped (no terminal escape sequences), rich markup characters literal."""
+    from rich.markup import escape
+
+    from fbench.use.inputs import display_name
+
+    name = display_name(text) if isinstance(text, (str, Path)) else str(text)
+    return escape("".join(c if c.isprintable() else ascii(c)[1:-1] for c in name))
+
+
+def _check_inputs_exist(paths: tuple[Path, ...]) -> None:
+    """Refuse, before the run and its model load, a call none of whose inputs exists (a
+    typo); when some exist, each missing one gets its own row, as any bad file does."""
+    import os
+
+    from fbench.use.inputs import display_name
+
+    # lexists: a broken link is there (its row says so), a FIFO is never opened by this
+    if any(os.path.lexists(p) for p in paths):
+        return
+    names = ", ".join(display_name(p) for p in paths[:3]) + (
+        f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    raise FbenchError(f"{names} {'does' if len(paths) == 1 else 'do'} not exist; nothing to "
+                      "score.", "pass image files or folders that exist.")
+
+
 @click.command("predict")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path),
               help="FILE.csv or FILE.parquet, one row per image "
-              "[default: predictions-<run-id>.csv].")
+              "[default: predictions-<run-id>.csv]. Never inside a run directory; an existing "
+              "file only with --force.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--threshold", default="val", show_default=True, metavar="val|FLOAT",
               help="Forged-score threshold of the binary decision: the one the run chose on "
               "its validation split, or a number in [0, 1].")
+@click.option("--max-pixels", type=click.IntRange(min=1),
+              help="An image whose header claims more pixels is not decoded (its row says so) "
+              "[default: 64000000, the limit of fbench run].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--masks", "masks_dir", type=click.Path(path_type=Path),
               help="Directory for the mask PNGs of a detector with a mask head "
               "[default: <output>-masks/ beside the output].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def predict_cmd(run_dir: Path, paths: tuple[Path, ...], output: Path | None, threshold: str,
-                batch_size: int, device: str, masks_dir: Path | None, no_progress: bool) -> None:
+def predict_cmd(run_dir: Path, paths: tuple[Path, ...], output: Path | None, force: bool,
+                threshold: str, max_pixels: int | None, batch_size: int, device: str,
+                masks_dir: Path | None, no_progress: bool) -> None:
     """Score image files and folders (recursively) with RUN_DIR's selected checkpoint.
 
     \b
     fbench predict runs/<run-id> photos/ extra.jpg -o scores.csv
 
-    Files are recognised as images by their content; other files are skipped and counted.
-    A file that cannot be decoded (zero bytes, truncated, corrupt) gets a row naming the
-    reason and the rest are still scored; the command fails only when no image is scored.
+    Files are recognised as images by their first bytes (PNG, JPEG, BMP, TIFF, WebP, GIF,
+    PNM, JPEG 2000, Sun raster), whatever their name; other files are skipped and counted.
+    FIFOs, sockets and devices are never opened: each gets a row with status "skipped" and
+    the reason. A file that cannot be used (zero bytes, truncated, corrupt, over
+    --max-pixels) gets a row with status "error" and the reason, and the rest are still
+    scored; the command fails only when no image is scored. Names that are not valid UTF-8
+    are written with \\xNN escapes.
     """
     from rich.console import Console
 
     from fbench.runs.store import load_run
+    from fbench.use.inputs import display_name
     from fbench.use.predict import (
         STATUS_ERROR,
         STATUS_SCORED,
+        STATUS_SKIPPED,
+        check_output,
         predict,
         summary_table,
         write_predictions,
     )
 
+    _check_inputs_exist(paths)
     run = load_run(run_dir)
     target = output or Path(f"predictions-{run.id}.csv")
-    if target.suffix.lower() not in (".csv", ".parquet"):
-        raise FbenchError(f"cannot write {target}: unknown format "
-                          f"{target.suffix or '(no suffix)'}.",
-                          "name the output FILE.csv or FILE.parquet.")
     masks = masks_dir or target.with_name(f"{target.stem}-masks")
+    check_output(target, run, force=force, masks_dir=masks)  # before the model loads
     with _progress(not no_progress) as bar:
         df = predict(run, list(paths), threshold=threshold, batch_size=batch_size,
-                     device=device, masks_dir=masks, progress=bar)
+                     device=device, masks_dir=masks, progress=bar, max_pixels=max_pixels)
     write_predictions(df, target)
     console = Console(highlight=False)
     console.print(summary_table(df))
     err = Console(stderr=True, highlight=False)
-    bad = df[df["status"] == STATUS_ERROR]
+    bad = df[df["status"] != STATUS_SCORED]
     for row in bad.head(10).itertuples():
-        err.print(f"[yellow]bad file:[/] {row.path}: {row.error}")
+        label = "skipped" if row.status == STATUS_SKIPPED else "bad file"
+        err.print(f"[yellow]{label}:[/] {_shown(row.path)}: {_shown(row.error)}")
     if len(bad) > 10:
-        err.print(f"[yellow]... and {len(bad) - 10} more bad files (see {target})[/]")
+        err.print(f"[yellow]... and {len(bad) - 10} more (see {_shown(target)})[/]")
     skipped = df.attrs.get("skipped", [])
     if skipped:
-        err.print(f"skipped {len(skipped)} file(s) that are not images, e.g. {skipped[0]}")
+        err.print(f"skipped {len(skipped)} file(s) that are not images, e.g. "
+                  f"{_shown(skipped[0])}")
     n = int((df["status"] == STATUS_SCORED).sum())
+    n_bad = int((df["status"] == STATUS_ERROR).sum())
     if n == 0:
-        raise FbenchError(f"no image was scored ({len(bad)} bad file(s), {len(skipped)} "
-                          f"non-image file(s); the reasons are in {target}).",
+        raise FbenchError(f"no image was scored ({n_bad} bad file(s), {len(skipped)} "
+                          f"non-image file(s), {len(bad) - n_bad} special file(s); the "
+                          f"reasons are in {display_name(target)}).",
                           "pass image files (PNG, JPEG, ...) or folders that hold some.")
     speed = df.attrs.get("images_per_s")
     console.print(f"{n} image(s) scored" + (f" ({speed:.1f} images/s)" if speed else "")
-                  + f"; written to {target}"
-                  + (f", masks in {masks}" if "mask_path" in df.columns else ""))
+                  + f"; written to {_shown(target)}"
+                  + (f", masks in {_shown(masks)}" if "mask_path" in df.columns else ""))
 
 
 @click.command("robustness")

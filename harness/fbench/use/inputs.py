@@ -1,107 +1,232 @@
 """What ``fbench predict`` is given, as images: files, folders (walked recursively, in sorted
-order) and arrays, each decoded with fbench's one reader (:func:`fbench.data.images.
-read_image`), so a dataset image scores as it did in the run.
+order) and arrays, each decoded with fbench's one decoder (:func:`fbench.data.images.decode`,
+which applies the truncation rule), so a dataset image scores as it did in the run.
 
-A file is an image when OpenCV recognises its content, whatever its name; a file that is
-neither recognised nor named like an image is skipped and counted; one that should be an image
-and cannot be used (zero bytes, truncated, corrupt, unreadable) keeps its place with the reason,
-and the rest are still scored.
+Folders belong to strangers, so nothing here trusts a name or a file's type:
+
+- a file is an image when its first bytes are the signature of a format fbench reads
+  (:data:`FORMATS`), read in Python; OpenCV is never handed a path (it crashes on names that
+  are not valid UTF-8, and it would open a FIFO and wait forever);
+- only regular files are opened: a FIFO, socket or device (even one named ``x.png``) keeps its
+  place with status ``skipped`` and the reason, and is never read;
+- an image's header is read (Pillow, no decoding) before it is decoded, and one above the pixel
+  limit (:data:`fbench.data.preflight.MAX_PIXELS` by default, the limit of ``fbench run``) is
+  refused, so a few bytes claiming 40000 x 40000 pixels cannot take gigabytes of memory;
+- one file that cannot be used (zero bytes, truncated, corrupt, too large, unreadable) keeps its
+  place with the reason, and the rest are still scored;
+- names that are not valid UTF-8 are shown (and written to the output) with their
+  undecodable bytes as ``\\xNN`` escapes (:func:`display_name`).
+
+A file that is neither an image nor named like one is skipped and counted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+import stat
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from fbench.errors import FbenchError
 
+STATUS_SCORED = "scored"
+STATUS_ERROR = "error"
+STATUS_SKIPPED = "skipped"
+
 IMAGE_EXTENSIONS = frozenset({
-    ".png", ".jpg", ".jpeg", ".jpe", ".jp2", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+    ".png", ".jpg", ".jpeg", ".jpe", ".jp2", ".j2k", ".bmp", ".dib", ".tif", ".tiff", ".webp",
     ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".gif",
-    ".avif",
+    ".avif", ".pfm", ".pam",
 })
-"""Names that promise an image: such a file that cannot be decoded is reported as bad, not
-skipped silently. Content decides everything else."""
+"""Names that promise an image: such a file that is not one fbench reads is reported as bad,
+not skipped silently. Content decides everything else."""
+
+FORMATS = {  # fbench's name: Pillow's name (Pillow reads the header that the limit checks)
+    "PNG": "PNG", "JPEG": "JPEG", "BMP": "BMP", "TIFF": "TIFF", "WebP": "WEBP", "GIF": "GIF",
+    "PNM": "PPM", "JPEG 2000": "JPEG2000", "Sun raster": "SUN",
+}
+"""The formats recognised by their signature. Formats whose header Pillow cannot read (EXR,
+Radiance HDR, PFM, PAM, AVIF) are left out: their size could only be learnt by decoding them."""
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"),
+    (b"MM\x00+", "TIFF"), (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"\x59\xa6\x6a\x95", "Sun raster"),
+)
+_BMP_INFO_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})  # the DIB header versions
+HEAD_BYTES = 32
+"""How many leading bytes :func:`sniff_format` needs."""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format whose signature ``head`` (a file's first :data:`HEAD_BYTES` bytes)
+    starts with, or None."""
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    # "BM" alone starts many text files ("BMW ..."): the DIB header size must be a real one
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in _BMP_INFO_SIZES:
+        return "BMP"
+    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2] in b" \t\r\n":
+        return "PNM"
+    return None
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """``path`` as valid text: bytes of a name that are not UTF-8 (held by Python as
+    surrogate escapes) become ``\\xNN``, so the output CSV and Parquet can always be written."""
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte: keep it visible
+        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+class NotRegularFile(Exception):
+    """A FIFO, socket, device or directory where a file was expected."""
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISDIR, "a directory"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+@contextlib.contextmanager
+def open_regular(path: str) -> Iterator[BinaryIO]:
+    """``path`` opened for reading, if it is a regular file; else :class:`NotRegularFile`.
+
+    Checked twice: ``os.stat`` before opening (opening a device can have side effects), and on
+    the open descriptor, so a file swapped for a FIFO in between is caught too. The open itself
+    cannot block (``O_NONBLOCK``: a FIFO without a writer would wait forever)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(_kind(st.st_mode))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(_kind(st.st_mode))
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        yield fh
+
+
+@dataclass
+class Entry:
+    """One input: ``name`` as shown and written, ``source`` the path or array to decode, and
+    ``status``/``reason`` when listing already decided it (an error, or a skipped special
+    file); an empty ``status`` means it is to be decoded and scored."""
+
+    name: str
+    source: str | np.ndarray | None
+    status: str = ""
+    reason: str = ""
 
 
 @dataclass
 class Inputs:
-    """What :func:`collect_inputs` found, in input order: ``entries`` are ``(name, source,
-    reason)``, with ``source`` a path or an array to decode, or ``None`` and a ``reason`` for
-    a file that is bad before any decoding; ``skipped`` are files that are not images."""
+    """What :func:`collect_inputs` found, in input order: ``entries`` get one output row each;
+    ``skipped`` are files that are not images (named, not rows)."""
 
-    entries: list[tuple[str, str | np.ndarray | None, str]] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def add_image(self, name: str, source: str | np.ndarray) -> None:
-        self.entries.append((name, source, ""))
+        self.entries.append(Entry(name, source))
 
     def add_bad(self, name: str, reason: str) -> None:
-        self.entries.append((name, None, reason))
+        self.entries.append(Entry(name, None, STATUS_ERROR, reason))
+
+    def add_special(self, name: str, reason: str) -> None:
+        self.entries.append(Entry(name, None, STATUS_SKIPPED, reason))
 
     @property
     def n_images(self) -> int:
-        return sum(source is not None for _, source, _ in self.entries)
+        return sum(not e.status for e in self.entries)
 
 
 def _looks_like_image(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _classify_file(path: str, inputs: Inputs) -> None:
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            fh.read(1)
-    except OSError as exc:
-        inputs.add_bad(path, f"cannot be read: {exc.strerror or exc}")
-        return
-    import cv2
+def _read_error(path: str, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "does not exist (a broken link)" if os.path.islink(path) else "does not exist"
+    return f"cannot be read: {exc.strerror or exc}"
 
-    if size > 0 and cv2.haveImageReader(path):  # OpenCV knows the signature: content decides
-        inputs.add_image(path, path)
+
+def _classify_file(path: str, inputs: Inputs) -> None:
+    name = display_name(path)
+    try:
+        with open_regular(path) as fh:
+            head = fh.read(HEAD_BYTES)
+    except NotRegularFile as exc:
+        inputs.add_special(name, f"not a regular file ({exc})")
+        return
+    except OSError as exc:
+        inputs.add_bad(name, _read_error(path, exc))
+        return
+    if sniff_format(head):
+        inputs.add_image(name, path)
     elif _looks_like_image(path):
-        inputs.add_bad(path, "zero bytes" if size == 0 else
-                       "not an image OpenCV can decode (its content does not match its name)")
+        inputs.add_bad(name, "zero bytes" if not head else
+                       f"not an image (its content is none of {', '.join(FORMATS)})")
     else:
-        inputs.skipped.append(path)
+        inputs.skipped.append(name)
 
 
 def as_items(inputs: Any) -> list[Any]:
     """``inputs`` of ``predict`` as a list: one path or array (a ``[N, H, W, C]`` stack is N
     images) or a sequence or iterable of them."""
-    if isinstance(inputs, (str, os.PathLike)):
+    if isinstance(inputs, (str, bytes, os.PathLike)):
         return [inputs]
     if isinstance(inputs, np.ndarray):
         return list(inputs) if inputs.ndim == 4 else [inputs]
     return list(inputs)
 
 
-def collect_inputs(items: Iterable[str | os.PathLike | np.ndarray]) -> Inputs:
-    """Expand files, folders (recursively, in sorted order) and arrays into :class:`Inputs`."""
+def _walk(path: str, inputs: Inputs) -> None:
+    def unlisted(exc: OSError) -> None:  # a subfolder that cannot be listed gets its row
+        where = os.fsdecode(exc.filename) if exc.filename else path
+        inputs.add_bad(display_name(where), _read_error(where, exc))
+
+    for root, dirs, files in os.walk(path, onerror=unlisted):
+        dirs.sort()
+        for name in sorted(files):
+            _classify_file(os.path.join(root, name), inputs)
+
+
+def collect_inputs(items: Iterable[str | bytes | os.PathLike | np.ndarray]) -> Inputs:
+    """Expand files, folders (recursively, in sorted order; links to folders are not
+    followed) and arrays into :class:`Inputs`. Nothing is decoded yet."""
     inputs = Inputs()
     n_arrays = 0
     for item in items:
-        if not isinstance(item, (str, os.PathLike)):
+        if not isinstance(item, (str, bytes, os.PathLike)):
             arr = np.asarray(item)
             for a in (arr if arr.ndim == 4 else [arr]):  # a stack [N, H, W, C] is N images
                 inputs.add_image(f"<array {n_arrays}>", a)
                 n_arrays += 1
             continue
-        path = os.fspath(item)
+        path = os.fsdecode(item)  # bytes names become str with surrogate escapes
         if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    _classify_file(os.path.join(root, name), inputs)
-        elif os.path.exists(path):
-            _classify_file(path, inputs)
+            _walk(path, inputs)
         else:
-            inputs.add_bad(path, "does not exist")
+            _classify_file(path, inputs)
     return inputs
 
 
@@ -124,14 +249,90 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
         raise FbenchError(exc.problem.removeprefix("array: ")) from None
 
 
-def load_input(source: str | np.ndarray) -> np.ndarray:
+def _too_large(fh: BinaryIO, fmt: str, max_pixels: int) -> str | None:
+    """Why the image in ``fh`` is refused before decoding: its header (read by Pillow, which
+    decodes nothing on open) is unreadable, or claims more than ``max_pixels`` pixels."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # fbench applies its own limit below, with a message
+    try:
+        with warnings.catch_warnings():  # Pillow's complaints about odd metadata: not ours
+            warnings.simplefilter("ignore")
+            # Image.open leaves fh open as long as the image is not closed (closing closes fh)
+            width, height = Image.open(fh, formats=[FORMATS[fmt]]).size
+    except Exception as exc:  # noqa: BLE001 - any failure of a parser on a stranger's bytes
+        return f"corrupt (its {fmt} header cannot be read: {type(exc).__name__})"
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if width * height > max_pixels:
+        return (f"too large ({width}x{height} = {_count(width * height)}, limit "
+                f"{_count(max_pixels)}; see --max-pixels)")
+    return None
+
+
+def _count(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f} MP" if pixels >= 10_000_000 else f"{pixels:,} pixels"
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    import cv2
+
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(0)  # silent: the reason goes into the row instead
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(level)
+
+
+def _decode(data: bytes, fmt: str) -> np.ndarray:
+    import cv2
+
+    from fbench.data.images import UnreadableImage, decode
+
+    try:
+        # the name is only used in messages, and the decoder asks OpenCV about it: an empty
+        # one that OpenCV can neither open nor choke on, never the file's own name
+        with _quiet_opencv():
+            return decode(data, "")
+    except UnreadableImage as exc:
+        reason = exc.reason
+        if reason.startswith("not an image OpenCV can decode"):
+            reason = f"a {fmt} that OpenCV cannot decode (corrupt, or unsupported by this build)"
+    except (cv2.error, MemoryError, ValueError) as exc:  # e.g. OpenCV's own pixel limit
+        detail = (str(exc).strip().splitlines() or [""])[-1].split("error: ")[-1][:160]
+        who = "OpenCV" if isinstance(exc, cv2.error) else type(exc).__name__
+        reason = f"cannot be decoded ({who}: {detail})"
+    raise FbenchError(reason)
+
+
+def load_file(path: str, max_pixels: int) -> np.ndarray:
+    """One image file as uint8 RGB ``[H, W, 3]``, read once through a descriptor that is
+    checked to be a regular file, its header checked against ``max_pixels`` before it is
+    decoded; raises :class:`FbenchError` whose ``problem`` is the reason alone."""
+    try:
+        with open_regular(path) as fh:
+            fmt = sniff_format(fh.read(HEAD_BYTES))
+            if fmt is None:  # it changed since it was listed
+                raise FbenchError(f"not an image (its content is none of {', '.join(FORMATS)})")
+            fh.seek(0)
+            problem = _too_large(fh, fmt, max_pixels)
+            if problem:
+                raise FbenchError(problem)
+            fh.seek(0)
+            data = fh.read()
+    except NotRegularFile as exc:
+        raise FbenchError(f"not a regular file ({exc})") from None
+    except OSError as exc:
+        raise FbenchError(_read_error(path, exc)) from None
+    return _decode(data, fmt)
+
+
+def load_input(source: str | np.ndarray, max_pixels: int) -> np.ndarray:
     """One entry's image as uint8 RGB ``[H, W, 3]``; raises :class:`FbenchError` whose
     ``problem`` is the reason alone (for the output's ``error`` column)."""
-    from fbench.data.images import UnreadableImage, read_image
-
     if isinstance(source, np.ndarray):
         return array_to_rgb(source)
-    try:
-        return read_image(source)
-    except UnreadableImage as exc:
-        raise FbenchError(exc.reason) from None
+    return load_file(source, max_pixels)

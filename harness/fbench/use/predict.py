@@ -8,14 +8,17 @@ as every report does) unless one is given.
 Inputs (:mod:`fbench.use.inputs`) are read with fbench's one reader and its truncation rule,
 resized as in training, and scored by the engine's own evaluation loop
 (:func:`fbench.train.engine.predict`: the same batch preparation, transform and autocast), so a
-dataset image scores as it did in the run. A bad file gets a row naming the reason, and the
-rest are still scored.
+dataset image scores as it did in the run. Strangers' folders are safe to point at: files are
+recognised by their signature, never by handing OpenCV a path; FIFOs, sockets and devices are
+skipped unopened; an image's header is checked against a pixel limit before it is decoded; and
+one bad file gets a row naming the reason while the rest are still scored.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +28,14 @@ import pandas as pd
 from fbench.errors import FbenchError
 from fbench.metrics import PROB_COLUMNS
 from fbench.plugins.specs import LABELS
-from fbench.use.inputs import as_items, collect_inputs, load_input
+from fbench.use.inputs import (
+    STATUS_ERROR,
+    STATUS_SCORED,
+    STATUS_SKIPPED,
+    as_items,
+    collect_inputs,
+    load_input,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.progress import Progress
@@ -33,9 +43,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from fbench.runs.store import Run
 
-STATUS_SCORED = "scored"
-STATUS_ERROR = "error"
 INPUT_COLUMNS = ("path", "status", "error")
+SMALL_FACTOR = 4
+"""An image under 1/SMALL_FACTOR of the run's input size on a side is warned about."""
 
 
 def val_threshold(run: Run) -> float:
@@ -89,15 +99,26 @@ def _mask_name(i: int, name: str) -> str:
 
 def _write_mask(mask: np.ndarray, row: dict[str, Any], hw: tuple[int, int],
                 masks_path: Path) -> None:
-    """The predicted mask at the image's own size, probability x 255, as a PNG."""
+    """The predicted mask at the image's own size, probability x 255, as a PNG. Encoded in
+    memory and written by Python (OpenCV is never handed a path: it crashes on names that are
+    not UTF-8), without following a link or waiting on a FIFO that sits at the mask's name."""
     import cv2
 
     masks_path.mkdir(parents=True, exist_ok=True)
     target = masks_path / _mask_name(row["_i"], row["path"])
     full = cv2.resize(mask, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
     png = (np.clip(full, 0, 1) * 255).round().astype(np.uint8)
-    if not cv2.imwrite(str(target), png):
-        raise FbenchError(f"cannot write mask {target}.", "check the masks directory is writable.")
+    ok, encoded = cv2.imencode(".png", png)
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not ok:
+            raise OSError("PNG encoding failed")
+        with os.fdopen(os.open(target, flags, 0o666), "wb") as fh:
+            fh.write(encoded.tobytes())
+    except OSError as exc:
+        raise FbenchError(f"cannot write mask {target}: {exc.strerror or exc}.",
+                          "check the masks directory is writable (--masks DIR).") from None
     row["mask_path"] = str(target)
 
 
@@ -181,47 +202,58 @@ def _check_run(r: Run, batch_size: int) -> None:
 
 def predict(run: Run | str | os.PathLike, inputs: Any, *, threshold: str | float | None = "val",
             batch_size: int = 32, device: str = "auto", masks_dir: str | os.PathLike | None = None,
-            progress: Progress | None = None) -> pd.DataFrame:
+            progress: Progress | None = None, max_pixels: int | None = None) -> pd.DataFrame:
     """Score images with a stored run; one row per image, in input order.
 
     ``inputs``: a path (file or folder) or array, or a sequence of them. ``threshold``:
     ``"val"`` (the run's choice) or a number in [0, 1]. ``masks_dir``: where detectors with a
     mask head write one PNG per image (probability x 255 at the image's own size); without it
-    only the mask's forged area is reported.
+    only the mask's forged area is reported. ``max_pixels``: an image whose header claims more
+    pixels is not decoded [default: 64 MP, the limit of ``fbench run``].
 
-    Columns: ``path``, ``status`` (``scored`` | ``error``), ``error`` (the reason), ``pred``
-    (0 real, 1 generated, 2 edited), ``pred_name``, one ``prob_*`` column per class,
-    ``forged_score`` (P(generated) + P(edited)), ``forged`` (score >= threshold),
-    ``threshold``; with a mask head ``mask_area`` (share of pixels >= 0.5) and, given
-    ``masks_dir``, ``mask_path``. ``df.attrs`` holds ``skipped`` (non-image files),
-    ``threshold``, ``run`` and ``images_per_s``.
+    Columns: ``path`` (names that are not UTF-8 with ``\\xNN`` escapes), ``status``
+    (``scored`` | ``error`` | ``skipped``: a FIFO, socket or device, never opened), ``error``
+    (the reason), ``pred`` (0 real, 1 generated, 2 edited), ``pred_name``, one ``prob_*``
+    column per class, ``forged_score`` (P(generated) + P(edited)), ``forged`` (score >=
+    threshold), ``threshold``; with a mask head ``mask_area`` (share of pixels >= 0.5) and,
+    given ``masks_dir``, ``mask_path``. ``df.attrs`` holds ``skipped`` (non-image files),
+    ``threshold``, ``run``, ``images_per_s`` and ``small`` (images under 1/4 of the run's
+    input size on a side, also warned about: their scores say little).
     """
+    from fbench.data.preflight import MAX_PIXELS
     from fbench.runs.store import Run, load_run
 
     r = run if isinstance(run, Run) else load_run(run)
     _check_run(r, batch_size)
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if limit < 1:
+        raise FbenchError(f"max_pixels {max_pixels} must be at least 1.")
     t = parse_threshold(threshold, r)
     found = collect_inputs(as_items(inputs))
     task = (progress.add_task("predict", total=found.n_images, info="")
             if progress is not None else None)
     scorer = _Scorer(r, device, batch_size, masks_dir, progress, task)
     rows: list[dict[str, Any]] = []
+    small: list[tuple[str, tuple[int, int]]] = []
     start = time.perf_counter()
-    for i, (name, source, reason) in enumerate(found.entries):
-        row: dict[str, Any] = {"path": name, "_i": i}
+    for i, entry in enumerate(found.entries):
+        row: dict[str, Any] = {"path": entry.name, "_i": i}
         rows.append(row)
-        if source is None:
-            row.update({"status": STATUS_ERROR, "error": reason})
+        if entry.status:  # decided while listing: an error, or a special file never opened
+            row.update({"status": entry.status, "error": entry.reason})
             continue
         try:
-            image = load_input(source)
-        except FbenchError as exc:
+            image = load_input(entry.source, limit)
+        except FbenchError as exc:  # one bad file is one row, never the end of the batch
             row.update({"status": STATUS_ERROR, "error": exc.problem})
             if progress is not None:
                 progress.advance(task)
             continue
+        if min(image.shape[:2]) * SMALL_FACTOR < scorer.size:
+            small.append((entry.name, image.shape[:2]))
         scorer.add(row, image)
     scorer.flush()
+    _warn_small(small, scorer.size)
     total_seconds = time.perf_counter() - start
     if progress is not None and task is not None:
         progress.remove_task(task)
@@ -232,8 +264,21 @@ def predict(run: Run | str | os.PathLike, inputs: Any, *, threshold: str | float
         "run": r.id, "threshold": t, "skipped": list(found.skipped),
         "images_per_s": n / total_seconds if n and total_seconds > 0 else None,
         "model_images_per_s": n / scorer.seconds if n and scorer.seconds else None,
+        "small": [name for name, _ in small],
     })
     return df
+
+
+def _warn_small(small: list[tuple[str, tuple[int, int]]], size: int) -> None:
+    """One warning for the images far smaller than the run's input: upscaled many times,
+    they hold almost nothing the model learned from, yet get a confident-looking score."""
+    if not small:
+        return
+    name, (h, w) = small[0]
+    others = f" and {len(small) - 1} more" if len(small) > 1 else ""
+    warnings.warn(f"{name} ({w}x{h} px){others}: under 1/{SMALL_FACTOR} of the run's {size} px "
+                  f"input on a side, upscaled {size / min(h, w):.0f}x before scoring; such "
+                  "scores say little (df.attrs['small'] lists them).", stacklevel=3)
 
 
 def _frame(rows: list[dict[str, Any]], threshold: float) -> pd.DataFrame:
@@ -263,8 +308,50 @@ def _frame(rows: list[dict[str, Any]], threshold: float) -> pd.DataFrame:
     return df[columns].reset_index(drop=True)
 
 
+def run_directory_of(path: str | os.PathLike, run: Run | None = None) -> Path | None:
+    """The run directory that ``path`` (symbolic links resolved) lies in or is: ``run``'s own,
+    or any directory holding both ``config.json`` and ``status.json``; None when there is
+    none."""
+    target = Path(path).resolve()
+    if run is not None:
+        own = run.path.resolve()
+        if target == own or own in target.parents:
+            return own
+    for folder in (target, *target.parents):
+        # os.path.isfile: an unreadable folder on the way up is no run, not a traceback
+        if os.path.isfile(folder / "config.json") and os.path.isfile(folder / "status.json"):
+            return folder
+    return None
+
+
+def check_output(path: str | os.PathLike, run: Run | None = None, *, force: bool = False,
+                 masks_dir: str | os.PathLike | None = None) -> Path:
+    """Refuse, before anything is scored, an output that would destroy something: a path in
+    a run directory (its stored predictions are results), an existing directory, or an
+    existing file unless ``force``; the same for the masks directory (inside a run). Returns
+    the output path."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise FbenchError(f"cannot write {path}: unknown format {path.suffix or '(no suffix)'}.",
+                          "name the output FILE.csv or FILE.parquet.")
+    for what, where in (("output", path), ("masks directory", masks_dir)):
+        inside = None if where is None else run_directory_of(where, run)
+        if inside is not None:
+            raise FbenchError(f"refusing to write the {what} {where} inside run directory "
+                              f"{inside}: it would overwrite what the run stored.",
+                              f"write it outside the run, e.g. -o predictions-{inside.name}.csv.")
+    if path.is_dir():
+        raise FbenchError(f"the output {path} is a directory.",
+                          "give a file name, e.g. -o predictions.csv.")
+    if os.path.lexists(path) and not force:
+        raise FbenchError(f"the output {path} already exists.",
+                          "pass --force to overwrite it, or choose another -o FILE.")
+    return path
+
+
 def write_predictions(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write the rows as CSV or Parquet (by suffix), atomically."""
+    """Write the rows as CSV or Parquet (by suffix), atomically (a FIFO or link at ``path``
+    is replaced, never written through)."""
     from fbench.files import atomic_path, write_parquet
 
     path = Path(path)
@@ -300,4 +387,6 @@ def summary_table(df: pd.DataFrame) -> Table:
     table.add_row("bad files (named in the output)", str(int((df["status"] == STATUS_ERROR)
                                                             .sum())), "")
     table.add_row("skipped (not images)", str(len(df.attrs.get("skipped", []))), "")
+    table.add_row("skipped (FIFOs, sockets, devices)",
+                  str(int((df["status"] == STATUS_SKIPPED).sum())), "")
     return table
