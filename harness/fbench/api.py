@@ -26,15 +26,29 @@ def list_transforms(pattern: str | None = None) -> list[str]:
 
 
 def create_detector(name: str, num_classes: int = 3, **options: Any) -> Any:
-    """Build a detector's ``torch.nn.Module``; ``options`` go to its factory."""
+    """Build a detector's ``torch.nn.Module``; ``options`` go to its factory, checked by name
+    and type first (``drop_rate="abc"`` is an :class:`fbench.FbenchError`; ``"0.5"`` is read as
+    0.5). What the factory returns is returned as is: an :class:`fbench.Detector` (callable on
+    a :class:`fbench.Batch` or a plain image tensor, returning a ``DetectorOutput``) or a plain
+    classifier (tensor in, logits out)."""
     spec = get_registry().get("detector", name)
-    check_options("detector", name, spec.factory, options, reserved=("num_classes",))
-    return spec.factory(num_classes=num_classes, **options)
+    options = check_options("detector", name, spec.factory, options, reserved=("num_classes",))
+    module = spec.factory(num_classes=num_classes, **options)
+    if spec.needs_landmarks:
+        from fbench.plugins.detector import Detector
+
+        if isinstance(module, Detector) and not module.batch_inputs:
+            # the spec knows what the module may not declare: a plain image tensor is not
+            # enough, and calling it on one should say so before its forward fails
+            module.batch_inputs = ("landmarks",)
+    return module
 
 
 def create_transform(name: str, **options: Any) -> Any:
+    """Build a transform's ``torch.nn.Module``; ``options`` checked as
+    :func:`create_detector`'s."""
     spec = get_registry().get("transform", name)
-    check_options("transform", name, spec.factory, options)
+    options = check_options("transform", name, spec.factory, options)
     return spec.factory(**options)
 
 

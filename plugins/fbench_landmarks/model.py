@@ -99,6 +99,8 @@ class TwoStreamLandmark(Detector):
     get empty heatmaps).
     """
 
+    batch_inputs = ("landmarks",)  # a plain image tensor is not enough to call it
+
     def __init__(self, num_classes: int = 3, backbone: str = "resnet18", fusion: str = "mid",
                  heatmap: str = "regions", sigma: float = 0.01, landmark_width: int = 32,
                  mask_head: bool = False, dropout: float = 0.2, bce_weight: float = 1.0,

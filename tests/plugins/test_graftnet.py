@@ -223,7 +223,7 @@ def test_thesis_protocols():
 @pytest.mark.parametrize("options, message", [
     ({"token_grid": 3}, "cannot split evenly"),
     ({"heads": 0}, "heads must be a positive integer"),
-    ({"token_grid": 2.5}, "token_grid must be a positive integer"),
+    ({"token_grid": 2.5}, "token_grid must be an integer"),  # the core's type check
     ({"residual": "yes"}, "residual must be true or false"),
     ({"lfs_order": "backwards"}, "lfs_order"),
     ({"dropout": 1.0}, "dropout"),

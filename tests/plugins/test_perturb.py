@@ -165,14 +165,20 @@ def test_crop_zooms_into_the_centre_and_maps_masks_and_points_alike():
     np.testing.assert_allclose(mapped[0].numpy(), [[8 / w, 8 / h], [0.5, 0.5]], atol=1e-6)
 
 
-@pytest.mark.parametrize(("name", "bad"), [("jpeg", 0), ("jpeg", 101), ("jpeg", 50.5),
-                                           ("jpeg", "high"), ("blur", -1), ("noise", 2),
-                                           ("resize", 0), ("resize", 1.5), ("crop", 0)])
+@pytest.mark.parametrize(("name", "bad"), [("jpeg", 0), ("jpeg", 101), ("blur", -1),
+                                           ("noise", 2), ("resize", 0), ("resize", 1.5),
+                                           ("crop", 0)])
 def test_bad_levels_are_refused_with_the_range(name, bad):
     with pytest.raises(FbenchError) as err:
         fbench.create_transform(name, **{LEVEL[name]: bad})
     text = err.value.format_message()
     assert LEVEL[name] in text and f"--perturb {name}:" in text
+
+
+@pytest.mark.parametrize("bad", [50.5, "high"])
+def test_a_level_of_the_wrong_type_is_refused_by_its_type(bad):
+    with pytest.raises(FbenchError, match="option quality must be an integer"):
+        fbench.create_transform("jpeg", quality=bad)
 
 
 def test_perturbations_hold_no_state_for_a_checkpoint():

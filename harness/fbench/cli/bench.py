@@ -4,6 +4,7 @@ training step, side by side."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -57,9 +58,10 @@ def bench_cmd(detectors: tuple[str, ...], dataset: str, data_root: Path | None,
 
     from fbench.report.console import bench_markdown, bench_table
     from fbench.train.config import RunConfig, parse_assignments
-    from fbench.use.bench import run_bench
+    from fbench.use.bench import machine_load, run_bench
 
     console = make_console(stderr=True)
+    load = machine_load()  # before measuring: what other processes load the machine with
     results = []
     with tempfile.TemporaryDirectory(prefix="fbench-bench-") as scratch:
         for det in detectors:
@@ -75,9 +77,35 @@ def bench_cmd(detectors: tuple[str, ...], dataset: str, data_root: Path | None,
                                          channels_last=channels_last,
                                          compile_model=compile_model))
     make_console().print(bench_table(results))
+    notes = _caveats(results, load)
+    for note in notes:
+        make_console().print(note, markup=False, highlight=False)
     if output:
         from fbench.files import atomic_path
 
         with atomic_path(output) as tmp:
-            tmp.write_text(bench_markdown(results, options.command_line()))
+            tmp.write_text(bench_markdown(results, options.command_line())
+                           + "".join(f"\n{note}\n" for note in notes))
         click.echo(f"written to {output}")
+
+
+def _caveats(results: list[Any], load: tuple[float, int] | None) -> list[str]:
+    """How far apart the timed rounds were, and the machine's load: an overhead measured
+    while other processes compete for the cores (e.g. 0.58, below the bare loop) is noise."""
+    notes = []
+    for r in results:
+        if r.overhead_low is None:
+            continue
+        spread = (f"{r.overhead_low:.3f} to {r.overhead_high:.3f} over the rounds"
+                  if r.overhead_high != r.overhead_low else "one round: no spread")
+        notes.append(f"{r.detector}: overhead {r.overhead_ratio:.3f} (median; {spread})")
+    if load is None:
+        return notes
+    avg, cores = load
+    notes.append(f"1-minute load average {avg:.2f} on {cores} core{'s' * (cores != 1)} "
+                 "before measuring")
+    if avg > cores:
+        notes.append("caveat: the machine was busy (load above its cores): other processes "
+                     "took turns with the measured one, so these timings and the overhead are "
+                     "unreliable; measure again on an idle machine.")
+    return notes

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from fbench.report.boards import Board
+
+ALLOW_EDITED = click.option(
+    "--allow-edited", is_flag=True,
+    help="Read runs whose stored results changed since they finished (their digests.json no "
+    "longer matches) instead of refusing them; their rows are marked as edited.")
 
 
 def _variants(names: tuple[str, ...], family: str | None, detector: str | None,
@@ -85,7 +90,12 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
     fbench ablate --detector resnet18 --transforms raw dct dft
     """
     from fbench.files import atomic_path
-    from fbench.report.ablate import ablate, ablation_markdown
+    from fbench.report.ablate import (
+        AblationInterrupted,
+        ablate,
+        ablation_markdown,
+        warnings_in_voice,
+    )
     from fbench.runs.store import prepare_out_dir
     from fbench.train.config import RunConfig, parse_assignments
 
@@ -97,10 +107,16 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
                      options=parse_assignments(set_, "--set"),
                      **{k: v for k, v in settings.items() if v is not None})
     prepare_out_dir(out)
-    rows = ablate(variants, base, [seed + i for i in range(seeds)], reuse=reuse,
-                  transforms=tf_list, console=make_console(stderr=True),
-                  progress=not no_progress, checkpoint=checkpoint)
-    text = ablation_markdown(rows, spec, options.command_line())
+    console = make_console(stderr=True)
+    try:
+        rows = ablate(variants, base, [seed + i for i in range(seeds)], reuse=reuse,
+                      transforms=tf_list, console=console, progress=not no_progress,
+                      checkpoint=checkpoint)
+    except AblationInterrupted as exc:  # which runs finished, and how to go on
+        click.echo(str(exc), err=True)
+        raise click.exceptions.Exit(exc.exit_code) from None
+    with warnings_in_voice(console, set()):
+        text = ablation_markdown(rows, spec, options.command_line())
     target = output or out / f"ablation-{get_name}-{dataset}.md"
     with atomic_path(target) as tmp:
         tmp.write_text(text)
@@ -108,15 +124,26 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
     click.echo(f"written to {target}")
 
 
-def _compare(pair: tuple[Path, Path], resamples: int) -> None:
+def _compare(pair: tuple[Path, Path], resamples: int, allow_edited: bool = False,
+             as_json: bool = False) -> None:
     from fbench.report.leaderboard import bootstrap_difference
     from fbench.runs.store import load_run
 
-    a, b = (load_run(p) for p in pair)
+    a, b = (load_run(p, allow_edited) for p in pair)
     d = bootstrap_difference(a, b, n=resamples)
+    if as_json:
+        from fbench.cli.output import emit_json
+
+        emit_json({"metric": "macro_f1", "unit": "points", "run_a": a.id, "run_b": b.id,
+                   **d, "edited": {r.id: list(r.edited) for r in (a, b) if r.edited}})
+        return
     click.echo(f"macro-F1 {a.id} − {b.id}: {d['difference']:+.2f} points, 95% CI "
                f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] ({d['resamples']} "
                f"{'paired ' if d['paired'] else ''}bootstrap resamples of eval images)")
+    for run in (a, b):
+        if run.edited:
+            click.echo(f"EDITED: run {run.id} ({', '.join(run.edited)}): its numbers are not "
+                       "what was trained.")
 
 
 def _thesis_layout(runs: list[Any], dataset: str | None, fmt: str, checkpoint: str) -> str:
@@ -136,9 +163,12 @@ def _thesis_layout(runs: list[Any], dataset: str | None, fmt: str, checkpoint: s
 @click.option("--runs", "runs_dir", type=click.Path(path_type=Path), default=Path("runs"),
               show_default=True, help="Directory of runs.")
 @click.option("--dataset", help="Only runs on this dataset.")
-@click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]), default="md",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]),
+              help="What to write. [default: a table on a terminal; markdown into a pipe or "
+              "a file, or csv / html for -o FILE.csv / FILE.html]")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to FILE.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document (the rows, or the --compare result) for scripts.")
 @click.option("--compare", nargs=2, type=click.Path(path_type=Path), metavar="RUN_A RUN_B",
               help="Difference in macro-F1 of two runs with a 95% bootstrap interval.")
 @click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True)
@@ -148,37 +178,80 @@ def _thesis_layout(runs: list[Any], dataset: str | None, fmt: str, checkpoint: s
 @click.option("--checkpoint", type=click.Choice(["selected", "last"]), default="selected",
               show_default=True, help="Each run's model selected on validation, or its last "
               "epoch's (both are stored).")
-def leaderboard_cmd(runs_dir: Path, dataset: str | None, fmt: str, output: Path | None,
-                    compare: tuple[Path, Path] | None, resamples: int, layout: str,
-                    checkpoint: str) -> None:
-    """One row per configuration, sorted by macro-F1, recomputed from stored predictions."""
+@ALLOW_EDITED
+def leaderboard_cmd(runs_dir: Path, dataset: str | None, fmt: str | None, output: Path | None,
+                    as_json: bool, compare: tuple[Path, Path] | None, resamples: int,
+                    layout: str, checkpoint: str, allow_edited: bool) -> None:
+    """One row per configuration, sorted by macro-F1, recomputed from stored predictions.
+
+    \b
+    fbench leaderboard                       # a table on a terminal, markdown into a pipe
+    fbench leaderboard -o board.md           # markdown (board.csv: csv, board.html: html)
+    fbench leaderboard --json | jq '.rows[0]'
+    """
     from fbench.files import atomic_path
     from fbench.report.leaderboard import completed_runs, leaderboard, render
 
+    if as_json and (fmt or layout == "thesis"):
+        raise FbenchError("--json is its own format.", "drop --format / --layout thesis.")
     if compare:
-        _compare(compare, resamples)
+        _compare(compare, resamples, allow_edited, as_json)
         return
     if not runs_dir.is_dir():
         raise FbenchError(f"runs directory {runs_dir} does not exist.", "pass --runs DIR.")
-    runs = completed_runs(runs_dir)
+    runs = completed_runs(runs_dir, allow_edited)
     board = leaderboard(runs, dataset, checkpoint)
     if board.empty:
         raise FbenchError(f"no completed runs in {runs_dir}"
                           + (f" on dataset {dataset!r}" if dataset else "") + ".")
-    if layout == "thesis":
-        text = _thesis_layout(runs, dataset, fmt, checkpoint)
+    console = make_console()
+    if as_json:
+        text = _board_json(board, checkpoint, dataset)
+    elif fmt is None and output is None and layout == "standard" and console.is_terminal:
+        _print_board(board, console)
+        return
+    elif layout == "thesis":
+        text = _thesis_layout(runs, dataset, fmt or "md", checkpoint)
     else:
-        text = render(board, fmt, options.command_line())
+        text = render(board, fmt or _format_of(output), options.command_line())
     if output:
         with atomic_path(output) as tmp:
             tmp.write_text(text)
         click.echo(f"written to {output}")
     else:
-        click.echo(text)
+        click.echo(text)  # plain: rich would wrap the markdown lines
+
+
+def _format_of(output: Path | None) -> str:
+    """The format a leaderboard is written in without --format: the file's, else markdown."""
+    suffix = output.suffix.lower() if output else ""
+    return {".csv": "csv", ".html": "html", ".htm": "html"}.get(suffix, "md")
+
+
+def _print_board(board: Any, console: Console) -> None:
+    """The leaderboard as a table on a terminal, its notes below."""
+    from fbench.report.console import leaderboard_notes, leaderboard_table
+
+    table, dropped = leaderboard_table(board, console.width)
+    console.print(table)
+    for note in leaderboard_notes(board, dropped):
+        console.print(note)
+
+
+def _board_json(board: Any, checkpoint: str, dataset: str | None) -> str:
+    """The leaderboard's rows (every column of the board, rank first) as one JSON document."""
+    from fbench import __version__
+    from fbench.cli.output import to_json
+    from fbench.report.tables import table_notes
+
+    rows = [{"rank": i, **row} for i, row in enumerate(board.to_dict("records"), start=1)]
+    return to_json({"fbench_version": __version__, "command": options.command_line(),
+                    "checkpoint": checkpoint, "dataset": dataset, "rows": rows,
+                    "notes": table_notes(board)})
 
 
 def _check(board: Board, boards_file: Path, console: Console, no_progress: bool,
-           run_command: Any, start: float) -> bool:
+           run_command: Any, start: float, allow_edited: bool = False) -> bool:
     """Retrain ``board`` into a scratch directory and compare it with the committed file;
     True when every cell is reproduced."""
     import tempfile
@@ -191,7 +264,8 @@ def _check(board: Board, boards_file: Path, console: Console, no_progress: bool,
                           f"run `{board.command(boards_file)}` first.")
     with tempfile.TemporaryDirectory(prefix="fbench-check-") as scratch:
         text = build(board, boards_file, Path(scratch), reuse=False, console=console,
-                     progress=not no_progress, run_command=run_command)
+                     progress=not no_progress, run_command=run_command,
+                     allow_edited=allow_edited)
     diff = differences(board.file.read_text(), text)
     if diff.empty:
         console.print(f"[green]{board.file}: reproduced[/] "
@@ -216,9 +290,11 @@ def _check(board: Board, boards_file: Path, console: Console, no_progress: bool,
               help="Retrain into a scratch directory and compare every metric cell with the "
               "committed table instead of writing it; exit 1 when any differs.")
 @options.no_progress
+@ALLOW_EDITED
 @click.pass_context
 def regenerate_cmd(ctx: click.Context, files: tuple[str, ...], boards_file: Path,
-                   runs_dir: Path, reuse: bool, check: bool, no_progress: bool) -> None:
+                   runs_dir: Path, reuse: bool, check: bool, no_progress: bool,
+                   allow_edited: bool) -> None:
     """Rebuild the committed leaderboards and ablation tables (all, or the FILES named).
 
     \b
@@ -230,22 +306,54 @@ def regenerate_cmd(ctx: click.Context, files: tuple[str, ...], boards_file: Path
 
     from fbench.cli.plugin_commands import run_command_line
     from fbench.files import atomic_path
+    from fbench.report.ablate import warnings_in_voice
     from fbench.report.boards import build, load_boards, select
 
     # preparation steps run through the group this command was called from
     run_command = partial(run_command_line, ctx.find_root().command)
     console = make_console(stderr=True)
-    failed = []
-    for board in select(load_boards(boards_file), files):
-        start = time.perf_counter()
-        if check:
-            if not _check(board, boards_file, console, no_progress, run_command, start):
-                failed.append(board.file)
-            continue
-        text = build(board, boards_file, runs_dir, reuse=reuse, console=console,
-                     progress=not no_progress, run_command=run_command)
-        with atomic_path(board.file) as tmp:
-            tmp.write_text(text)
-        console.print(f"{board.file}: written ({time.perf_counter() - start:.0f} s)")
+    failed, done, seen = [], [], set()
+    try:
+        for board in select(load_boards(boards_file), files):
+            start = time.perf_counter()
+            with warnings_in_voice(console, seen):  # the runs' own print as they happen
+                if check:
+                    if not _check(board, boards_file, console, no_progress, run_command,
+                                  start, allow_edited):
+                        failed.append(board.file)
+                    done.append(board.file)
+                    continue
+                text = build(board, boards_file, runs_dir, reuse=reuse, console=console,
+                             progress=not no_progress, run_command=run_command,
+                             allow_edited=allow_edited)
+            with atomic_path(board.file) as tmp:
+                tmp.write_text(text)
+            done.append(board.file)
+            console.print(f"{board.file}: written ({time.perf_counter() - start:.0f} s)")
+    # a preparation command runs through click, which turns Ctrl-C into Abort
+    except (KeyboardInterrupt, click.exceptions.Abort) as exc:
+        _interrupted(exc, done, check)
     if failed:
         raise SystemExit(1)
+
+
+def _interrupted(exc: BaseException, done: list[Path], check: bool) -> NoReturn:
+    """Ctrl-C or SIGTERM in ``fbench regenerate``: which tables are done, which runs
+    finished, how to continue; the shell's exit code for the signal, as ``fbench run``."""
+    import signal
+
+    from fbench.report.ablate import AblationInterrupted
+
+    if check:
+        lines = ["interrupted: a check trains into a scratch directory, removed on the way "
+                 "out; run the same command again to check from the start."]
+    elif isinstance(exc, AblationInterrupted):
+        lines = exc.lines()
+    else:
+        lines = ["interrupted (no run was training); to continue, run the same command "
+                 "again: it reuses every completed run and trains the rest."]
+    if done:
+        lines.append(f"{'checked' if check else 'written'} before it: "
+                     + ", ".join(str(f) for f in done))
+    click.echo("\n".join(lines), err=True)
+    raise click.exceptions.Exit(128 + int(getattr(exc, "signum", signal.SIGINT))) from None

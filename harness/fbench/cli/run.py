@@ -85,13 +85,11 @@ def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tup
     config = merge_run_config(config_file, flags, assignments, switches)
     console = make_console(stderr=True)
     with console.status("loading plugins, dataset and detector..."):
-        from fbench.train.engine import train_and_evaluate
         from fbench.train.resolve import resolve
 
         resolved = resolve(config)
     _announce(resolved, console)
-    run_dir = train_and_evaluate(resolved, console=console, progress=not no_progress)
-    _finish(run_dir)
+    _train(resolved, console, no_progress)
 
 
 def _announce(resolved: ResolvedRun, console: Console) -> None:
@@ -111,6 +109,23 @@ def _announce(resolved: ResolvedRun, console: Console) -> None:
                   + (", TF32 allowed" if c.tf32 else ""))
 
 
+def _train(resolved: ResolvedRun, console: Console, no_progress: bool,
+           resume: Path | None = None) -> None:
+    """Train (or resume) and show the run; Ctrl-C or SIGTERM ends it with one line that says
+    how far it got and how to resume, and the shell's exit code for the signal (130, 143)."""
+    from fbench.runs.writer import RunInterrupted
+    from fbench.train.engine import train_and_evaluate
+
+    try:
+        run_dir = train_and_evaluate(resolved, console=console, progress=not no_progress,
+                                     resume=resume)
+    except RunInterrupted as exc:
+        if int(os.environ.get("RANK", "0")) == 0:  # once under torchrun
+            click.echo(str(exc), err=True)
+        raise click.exceptions.Exit(exc.exit_code) from None
+    _finish(run_dir)
+
+
 def _finish(run_dir: Path) -> None:
     """Show the run (once, from rank 0 under torchrun) and leave the process group."""
     from fbench.train.distributed import DistContext, cleanup
@@ -124,14 +139,20 @@ def _finish(run_dir: Path) -> None:
 
 def _resume(run_dir: Path, no_progress: bool) -> None:
     from fbench.runs.store import load_run
-    from fbench.train.engine import train_and_evaluate
+    from fbench.runs.writer import lock_run
     from fbench.train.resolve import resolve
     from fbench.use.reproduce import run_config
 
     config_file = run_dir / "config.json"
+    if not run_dir.exists():
+        raise FbenchError(f"{run_dir} does not exist.", "pass the directory `fbench run` printed.")
     if not config_file.is_file():
         raise FbenchError(f"{run_dir} is not a run directory (no config.json).",
                           "pass the directory `fbench run` printed.")
+    # a run another process still writes is refused now, before the dataset loads (the
+    # engine takes the lock for the whole run; this only asks early)
+    lock_run(run_dir).release()
+    _check_resumable(run_dir)
     # the stored settings (config.json's "audit" holds the audit's result, which
     # run_config reads back as the setting, so a resumed run is audited as it was)
     config = run_config(load_run(run_dir))
@@ -139,27 +160,45 @@ def _resume(run_dir: Path, no_progress: bool) -> None:
     config = config.replace(out=str(run_dir.parent))
     console = make_console(stderr=True)
     resolved = resolve(config)
-    done = train_and_evaluate(resolved, console=console, progress=not no_progress,
-                              resume=run_dir)
-    _finish(done)
+    _train(resolved, console, no_progress, resume=run_dir)
 
 
-def show(run_dir: Path, console: Console) -> None:
+def _check_resumable(run_dir: Path) -> None:
+    """What the engine would refuse after loading the dataset, said before it loads (the
+    dataset can take minutes): a completed run, or one with no epoch saved."""
+    from fbench.runs.writer import RunWriter
+
+    writer = RunWriter(run_dir)
+    if writer.read_status().get("state") == "completed":
+        raise FbenchError(f"run {run_dir} is already completed; nothing to resume.",
+                          "start a new run (or `fbench reproduce` it).")
+    if not writer.checkpoint_path("last").is_file():
+        raise FbenchError(f"run {run_dir} has no checkpoint to resume from (it stopped during "
+                          "its first epoch).", "start the run again.")
+
+
+def show(run_dir: Path, console: Console, allow_edited: bool = False) -> None:
     """Print a stored run: its eval metrics recomputed from predictions, its settings and
-    warnings, and any disagreement with the summary it stored."""
+    warnings, and any disagreement with the summary it stored. A run edited after it was
+    stored is refused unless ``allow_edited`` (then it is shown marked as edited)."""
+    from rich.markup import escape
+
     from fbench.report.console import confusion_table, results_table
     from fbench.runs.store import load_run
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, allow_edited)
+    if run.edited:
+        console.print(f"[bold red]EDITED:[/] {escape(', '.join(run.edited))} changed since the run "
+                      "stored it (digests.json): these numbers are not what was trained.")
     if run.predictions is None:
-        state = run.status.get("state", "unknown")
-        raise FbenchError(f"run {run_dir} has no predictions (state: {state}"
-                          + (f": {run.status['error']}" if run.status.get("error") else "") + ").")
+        raise _no_predictions(run, run_dir)
     metrics = run.metrics("eval")  # recomputed from predictions.parquet, not read from summary
     cfg = run.config
-    console.print(f"run [bold]{run.id}[/]  ({cfg['detector']} / {cfg['dataset']} / "
-                  f"{cfg['transform']}, seed {cfg['seed']}, "
-                  f"{cfg.get('n_parameters', 0) / 1e6:.2f} M parameters)")
+    # names and paths are text, never rich markup
+    console.print(f"run [bold]{escape(run.id)}[/]  "
+                  + escape(f"({cfg['detector']} / {cfg['dataset']} / {cfg['transform']}, "
+                           f"seed {cfg['seed']}, "
+                           f"{cfg.get('n_parameters', 0) / 1e6:.2f} M parameters)"))
     if run.summary:
         console.print(f"selected epoch {run.summary['selected_epoch']} of "
                       f"{run.summary['epochs']} by {run.summary['selection']}; "
@@ -172,22 +211,71 @@ def show(run_dir: Path, console: Console) -> None:
                       f"{last['macro_f1']:.4f}, accuracy {last['accuracy']:.4f} "
                       "(recomputed from predictions-last.parquet)")
     for line in cfg.get("warnings") or []:
-        console.print(f"[bold yellow]warning:[/] {line}")
+        console.print(f"[bold yellow]warning:[/] {escape(line)}")
     settings = {k: cfg.get(k) for k in ("protocol", "resample", "tf32") if k in cfg}
     if settings:
-        console.print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    if run.summary:
-        stored = run.summary["eval"]
-        drift = [k for k in ("macro_f1", "accuracy", "binary_auc")
-                 if stored.get(k) is not None and abs(stored[k] - metrics[k]) > 1e-9]
-        if drift:
-            console.print(f"[bold red]summary.json disagrees with predictions on "
-                          f"{', '.join(drift)}[/]")
-    console.print(f"stored in {run.path}")
+        console.print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
+                      markup=False)
+    drift = _drift(run.summary, metrics)
+    if drift:
+        console.print(f"[bold red]summary.json disagrees with predictions on "
+                      f"{', '.join(drift)}[/]")
+    console.print(f"stored in {escape(str(run.path))}")
+
+
+def _drift(summary: dict[str, Any] | None, metrics: dict[str, Any]) -> list[str]:
+    """The headline metrics on which the stored summary and the predictions disagree."""
+    stored = (summary or {}).get("eval") or {}
+    return [k for k in ("macro_f1", "accuracy", "binary_auc")
+            if stored.get(k) is not None and abs(stored[k] - metrics[k]) > 1e-9]
+
+
+def show_json(run_dir: Path, allow_edited: bool = False) -> dict[str, Any]:
+    """What :func:`show` prints, as one JSON-ready document for ``fbench show --json``."""
+    from fbench.runs.store import load_run
+
+    run = load_run(run_dir, allow_edited)
+    if run.predictions is None:
+        raise _no_predictions(run, run_dir)
+    cfg, summary = run.config, run.summary or {}
+    metrics = run.metrics("eval")
+    return {
+        "run": run.id, "path": str(run.path), "edited": list(run.edited),
+        **{k: cfg.get(k) for k in ("detector", "dataset", "transform", "seed",
+                                   "n_parameters", "options")},
+        "selected_epoch": summary.get("selected_epoch"), "epochs": summary.get("epochs"),
+        "selection": summary.get("selection"), "seconds": summary.get("seconds"),
+        "eval": metrics,  # recomputed from predictions.parquet, as show prints it
+        "last": ({"epoch": summary["last"]["epoch"], **run.metrics("eval", "last")}
+                 if summary.get("last") else None),
+        "warnings": list(cfg.get("warnings") or []),
+        "settings": {k: cfg.get(k) for k in ("protocol", "resample", "tf32") if k in cfg},
+        "summary_disagrees_on": _drift(run.summary, metrics),
+    }
+
+
+def _no_predictions(run: Any, run_dir: Path) -> FbenchError:
+    state = run.status.get("state", "unknown")
+    return FbenchError(f"run {run_dir} has no predictions (state: {state}"
+                      + (f": {run.status['error']}" if run.status.get("error") else "") + ").")
 
 
 @click.command("show")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-def show_cmd(run_dir: Path) -> None:
+@click.option("--allow-edited", is_flag=True,
+              help="Show a run whose stored results changed since it finished (its "
+              "digests.json no longer matches), marked as edited, instead of refusing it.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document (settings, recomputed eval metrics, confusion "
+              "matrix) for scripts.")
+def show_cmd(run_dir: Path, allow_edited: bool, as_json: bool) -> None:
     """Print a stored run's eval metrics, recomputed from its predictions."""
-    show(run_dir, make_console())
+    if not os.path.lexists(run_dir):  # before "not a run directory": there is nothing there
+        raise FbenchError(f"{run_dir} does not exist.",
+                          "pass a run directory, e.g. runs/<run-id> (`ls runs`).")
+    if as_json:
+        from fbench.cli.output import emit_json
+
+        emit_json(show_json(run_dir, allow_edited))
+        return
+    show(run_dir, make_console(), allow_edited)

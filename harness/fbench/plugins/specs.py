@@ -44,6 +44,59 @@ def factory_options(factory: Callable[..., Any]) -> dict[str, Any]:
     return options
 
 
+_PLAIN_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool,
+                                 "None": type(None), "NoneType": type(None)}
+
+
+def _annotation_parts(annotation: Any) -> list[Any]:
+    """The members of a union annotation (``int | None``, ``Optional[int]``, ``Union[...]``),
+    written as a type or, under ``from __future__ import annotations``, as text."""
+    if isinstance(annotation, str):
+        text = annotation.strip()
+        # read as text, never evaluated: an annotation may name what only type checkers import
+        optional = re.fullmatch(r"(?:typing\.)?Optional\[(.*)\]", text)
+        if optional:
+            return [*_annotation_parts(optional.group(1)), "None"]
+        union = re.fullmatch(r"(?:typing\.)?Union\[(.*)\]", text)
+        return [p.strip() for p in (union.group(1).split(",") if union else text.split("|"))]
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return list(typing.get_args(annotation))
+    return [annotation]
+
+
+def _plain_type(part: Any) -> type | None:
+    """``part`` of an annotation as one of the plain types, or None when it is another."""
+    if part is None or part is type(None):
+        return type(None)
+    if isinstance(part, str):
+        return _PLAIN_TYPES.get(part)
+    return part if part in _PLAIN_TYPES.values() else None
+
+
+def option_types(factory: Callable[..., Any]) -> dict[str, tuple[type, ...] | None]:
+    """For each keyword option of a factory, the plain types its annotation names (any of
+    int, float, str, bool and None, alone or in a union), or, without an annotation, its
+    default's type (None as a default says nothing). None where neither tells (an annotation
+    such as ``Any``, ``Path`` or ``tuple[float, ...]``): such an option is not type-checked,
+    since refusing a value the factory may well take is worse than not checking it."""
+    out: dict[str, tuple[type, ...] | None] = {}
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind not in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          inspect.Parameter.KEYWORD_ONLY):
+            continue
+        if p.annotation is not inspect.Parameter.empty:
+            parts = [_plain_type(a) for a in _annotation_parts(p.annotation)]
+            out[p.name] = None if None in parts else tuple(parts)
+        elif type(p.default) in (bool, int, float, str):  # exactly: an enum default says more
+            out[p.name] = (type(p.default),)
+        else:
+            out[p.name] = None
+    return out
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset: its factory returns a validated manifest (a pandas DataFrame).

@@ -3,7 +3,11 @@ configuration, then table them side by side, with any reference columns a family
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import signal
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,7 @@ import pandas as pd
 from fbench.errors import FbenchError
 from fbench.plugins.registry import get_registry
 from fbench.plugins.specs import AblationSpec
+from fbench.runs.writer import RunInterrupted
 from fbench.train.config import RunConfig
 
 
@@ -64,38 +69,134 @@ def find_stored_run(out: str | Path, config: dict[str, Any]) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class FinishedRun:
+    """One run of an ablation that is done: trained now, or reused from the store."""
+
+    label: str
+    seed: int
+    transform: str
+    run_dir: Path
+    reused: bool
+
+
+class AblationInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during an ablation: which runs finished, which one was stopped, and
+    how to go on. A KeyboardInterrupt, so whatever stops on Ctrl-C stops on it too."""
+
+    def __init__(self, finished: Sequence[FinishedRun], current: str, cause: BaseException,
+                 reuse: bool) -> None:
+        self.finished, self.current, self.reuse = list(finished), current, reuse
+        self.run = cause if isinstance(cause, RunInterrupted) else None
+        self.signum = int(getattr(cause, "signum", signal.SIGINT))
+        super().__init__()
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's code for "ended by this signal", as fbench run
+
+    def lines(self) -> list[str]:
+        """What happened and how to continue, one line each (plain text, no markup)."""
+        if self.run is not None:  # its text says how far it got and whether it can resume
+            out = [f"{self.current}: {self.run}"]
+            if self.run.epoch:
+                out.append("  (resumed to the end, it is reused by the ablation instead of "
+                           "trained again)")
+        else:
+            out = [f"interrupted at {self.current} (no run was training)."]
+        n = len(self.finished)
+        out.append(f"{n} run{'' if n == 1 else 's'} finished before it:" if n
+                   else "no run finished before it.")
+        out += [f"  {f.label} (seed {f.seed}, transform {f.transform}): {f.run_dir}"
+                + (" (reused)" if f.reused else "") for f in self.finished]
+        again = "run the same command again" + ("" if self.reuse else " without --no-reuse")
+        out.append(f"to continue, {again}: it reuses every completed run and trains the rest.")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+@contextlib.contextmanager
+def warnings_in_voice(console: Any, seen: set[str]) -> Iterator[None]:
+    """Python warnings raised inside print as ``warning: <text>``, once per text (``seen``
+    holds the texts already printed), without the source path and line Python's own format
+    adds beside fbench's advice. The filters in force still apply (an ignored warning stays
+    ignored, ``-W error`` still raises). Without a console, warnings pass through untouched."""
+    if console is None:
+        yield
+        return
+    from rich.markup import escape
+
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        for w in caught:
+            text = " ".join(str(w.message).split())
+            if text not in seen:
+                seen.add(text)
+                console.print(f"[bold yellow]warning:[/] {escape(text)}")
+
+
 def ablate(variants: Sequence[tuple[str, str]], base: RunConfig, seeds: Sequence[int],
            reuse: bool = True, transforms: Sequence[str] | None = None,
            console: Any = None, progress: bool = True,
            checkpoint: str = "selected") -> pd.DataFrame:
     """Run (or reuse) every variant × transform × seed; returns one row per run, from the
-    ``checkpoint`` selected on validation or the ``last`` epoch's."""
-    from fbench.report.tables import run_row
-    from fbench.runs.store import load_run
-    from fbench.train.engine import train_and_evaluate
-    from fbench.train.resolve import resolve
-
-    rows = []
+    ``checkpoint`` selected on validation or the ``last`` epoch's. Ctrl-C (or SIGTERM) is
+    raised on as :class:`AblationInterrupted`, which names the finished runs; with a
+    ``console``, Python warnings print there in fbench's voice (:func:`warnings_in_voice`)."""
+    rows: list[dict[str, Any]] = []
+    finished: list[FinishedRun] = []
+    seen: set[str] = set()
     for label, detector in variants:
         for transform in transforms or [base.transform]:
             for seed in seeds:
                 cfg = base.replace(detector=detector, seed=seed, transform=transform)
-                resolved = resolve(cfg)
-                stored = resolved.stored_config(
-                    dataset_fingerprint=resolved.dataset_identity())
-                run_dir = find_stored_run(cfg.out, stored) if reuse else None
-                if run_dir is not None:
-                    if console:
-                        console.print(f"{label} (seed {seed}): reusing {run_dir.name}")
-                else:
-                    if console:
-                        console.print(f"[bold]{label}[/] (seed {seed}, transform "
-                                      f"{resolved.config.transform}): training")
-                    run_dir = train_and_evaluate(resolved, console=console, progress=progress)
-                row = run_row(load_run(run_dir), checkpoint)
-                row["variant"] = label
-                rows.append(row)
+                current = f"{label} (seed {seed}" + (f", transform {transform})"
+                                                     if transform else ")")
+                done: FinishedRun | None = None
+                try:
+                    with warnings_in_voice(console, seen):
+                        done = _one_run(label, cfg, reuse, console, progress)
+                        rows.append(_row(done, checkpoint))
+                except KeyboardInterrupt as exc:
+                    # a run stopped while its row was read back is finished all the same
+                    raise AblationInterrupted(finished + ([done] if done else []), current,
+                                              exc, reuse) from exc
+                finished.append(done)
     return pd.DataFrame(rows)
+
+
+def _one_run(label: str, cfg: RunConfig, reuse: bool, console: Any,
+             progress: bool) -> FinishedRun:
+    """Reuse the stored run with ``cfg``'s configuration, or train it."""
+    from fbench.train.engine import train_and_evaluate
+    from fbench.train.resolve import resolve
+
+    resolved = resolve(cfg)
+    stored = resolved.stored_config(dataset_fingerprint=resolved.dataset_identity())
+    transform = str(resolved.config.transform)
+    run_dir = find_stored_run(cfg.out, stored) if reuse else None
+    if run_dir is not None:
+        if console:
+            console.print(f"{label} (seed {cfg.seed}): reusing {run_dir.name}")
+        return FinishedRun(label, cfg.seed, transform, run_dir, reused=True)
+    if console:
+        console.print(f"[bold]{label}[/] (seed {cfg.seed}, transform {transform}): training")
+    run_dir = train_and_evaluate(resolved, console=console, progress=progress)
+    return FinishedRun(label, cfg.seed, transform, Path(run_dir), reused=False)
+
+
+def _row(done: FinishedRun, checkpoint: str) -> dict[str, Any]:
+    from fbench.report.tables import run_row
+    from fbench.runs.store import load_run
+
+    row = run_row(load_run(done.run_dir), checkpoint)
+    row["variant"] = done.label
+    return row
 
 
 def ablation_markdown(rows: pd.DataFrame, spec: AblationSpec | None, command: str,

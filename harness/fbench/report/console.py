@@ -106,3 +106,158 @@ def bench_markdown(results: list[Any], command: str) -> str:
             f"Measured side by side in one process{note}. CL = channels_last.\n\n"
             + to_markdown(header, [_bench_cells(r) for r in results],
                           [False] * 5 + [True] * (len(header) - 6) + [False]))
+
+
+# The leaderboard on a terminal: the headline columns (all of them do not fit a terminal; the
+# rest is in --format md / csv and --json), each metric with its unit and one precision (two
+# decimals). Fields of a board row (report.leaderboard.leaderboard) by header.
+LEADERBOARD_METRICS = (("macro-F1 %", "macro_f1"), ("ACC %", "accuracy"),
+                       ("F1 real %", "f1_real"), ("F1 generated %", "f1_generated"),
+                       ("F1 edited %", "f1_edited"), ("AUC %", "auc"), ("Dice %", "dice"))
+GAP = "Δ to next (points, 95% CI)"
+LEADERBOARD_MORE = ("per-source F1, parameters, training throughput and run ids: "
+                    "--format md or csv, or --json")
+
+
+def _markdown_inline(text: str) -> str:
+    """A table note's markdown emphasis (``**bold**``, ``*italic*``, ``code``) as rich markup;
+    everything else is text, never markup."""
+    import re
+
+    from rich.markup import escape
+
+    text = escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"[bold]\1[/bold]", text)
+    text = re.sub(r"\*(.+?)\*", r"[italic]\1[/italic]", text)
+    return text.replace("`", "")
+
+
+def _gap_cell(row: Any) -> str:
+    """Δ to the next row in points, with its 95 % interval, in the table's one precision."""
+    import pandas as pd
+
+    if "next_diff" not in row or pd.isna(row["next_diff"]):
+        return "–"
+    cell = f"{row['next_diff']:+.2f} [{row['next_low']:.2f}, {row['next_high']:.2f}]"
+    return f"{cell} tie" if bool(row["next_tie"]) else cell
+
+
+def _stopped_cell(r: Any, seeds: int) -> str:
+    """Why the runs stopped, and the warnings a reader must not miss (collapse, divergence)."""
+    from fbench.report.tables import convergence_cell
+
+    cell = _markdown_inline(convergence_cell(r["stopped"], r["not_converged"], seeds))
+    if r["collapsed"]:
+        cell += f"; [bold yellow]collapsed: {r['collapsed']} of {seeds}[/]"
+    return cell
+
+
+def _leaderboard_row(rank: int, r: Any, shown: list[str]) -> dict[str, str]:
+    """One board row's terminal cells (rich markup) by column header."""
+    from rich.markup import escape
+
+    from fbench.report.tables import fmt_mean_std, settings_cell
+
+    s = int(r["seeds"])
+    n_edited = len(r.get("edited_runs") or [])
+    mark = ("" if not n_edited else " [bold red](edited)[/]" if n_edited == s
+            else f" [bold red](edited: {n_edited} of {s})[/]")
+    metrics = {h: fmt_mean_std(r[key], r[f"{key}_std"], s) for h, key in LEADERBOARD_METRICS}
+    return {"#": str(rank), "detector": escape(str(r["detector"])) + mark,
+            "transform": escape(str(r["transform"])), "dataset": escape(str(r["dataset"])),
+            "settings": escape(settings_cell(r, shown)) if shown else "",
+            GAP: _gap_cell(r), **metrics, "seeds": str(s),
+            "selection": escape(str(r["selection"])), "stopped": _stopped_cell(r, s)}
+
+
+# Terminal columns, most wanted first: a narrow terminal drops them from the end (the first
+# three always stay), each with whether it holds numbers (right-aligned).
+PRIORITY = (("#", False), ("detector", False), ("macro-F1 %", True), (GAP, True),
+            ("transform", False), ("dataset", False), ("settings", False), ("ACC %", True),
+            ("F1 real %", True), ("F1 generated %", True), ("F1 edited %", True),
+            ("AUC %", True), ("Dice %", True), ("seeds", True), ("selection", False),
+            ("stopped", False))
+ORDER = ("#", "detector", "transform", "dataset", "settings", "macro-F1 %", GAP, "ACC %",
+         "F1 real %", "F1 generated %", "F1 edited %", "AUC %", "Dice %", "seeds",
+         "selection", "stopped")
+
+
+def _widths(header: str, cells: list[str]) -> tuple[int, int]:
+    """(narrowest, natural): the narrowest a column can be without cutting a word (a number,
+    a name) of it, where a ``mean ± std`` cell breaks before its ``±``, never after; and its
+    width with every cell on one line."""
+    from rich.text import Text
+
+    plain = [header, *(Text.from_markup(c).plain for c in cells)]
+    words = [w for text in plain for w in text.replace("± ", "±_").split(" ")]
+    return max(map(len, words)), max(map(len, plain))
+
+
+def _fit(widths: dict[str, tuple[int, int]], width: int) -> dict[str, int]:
+    """Column widths that fill at most ``width`` terminal columns (3 of them per column go to
+    padding and rules): from each column's natural width, the ones with most room to spare
+    narrowed first, none below its narrowest."""
+    out = {h: natural for h, (_, natural) in widths.items()}
+    excess = 1 + sum(out.values()) + 3 * len(out) - width
+    while excess > 0:
+        header = max(out, key=lambda h: out[h] - widths[h][0])
+        if out[header] <= widths[header][0]:
+            break  # the first columns alone do not fit: rich folds them
+        out[header] -= 1
+        excess -= 1
+    return out
+
+
+def _broken(cell: str, width: int) -> str:
+    """``mean ± std`` on two lines when it does not fit on one, the ``±`` starting the second
+    (rich would leave it at the end of the first)."""
+    from rich.text import Text
+
+    return cell.replace(" ± ", "\n± ") if len(Text.from_markup(cell).plain) > width else cell
+
+
+def leaderboard_table(board: Any, width: int | None = None) -> tuple[Table, list[str]]:
+    """A leaderboard (:func:`fbench.report.leaderboard.leaderboard`) as a terminal table of
+    at most ``width`` columns, and the headers left out to fit it: what ``fbench
+    leaderboard`` prints on a terminal (files and pipes get markdown)."""
+    from fbench.report.tables import differing_settings
+
+    shown = differing_settings(board)
+    rows = [_leaderboard_row(i, r, shown) for i, (_, r) in enumerate(board.iterrows(), start=1)]
+    selections = sorted({row["selection"] for row in rows})
+    skip = {"settings"} if not shown else set()
+    skip |= {"selection"} if len(selections) == 1 else set()
+    widths, dropped, used = {}, [], 1  # the table's left rule
+    for n, header in enumerate(h for h, _ in PRIORITY if h not in skip):
+        least, natural = _widths(header, [row[header] for row in rows])
+        if not dropped and (n < 3 or width is None or used + least + 3 <= width):
+            widths[header] = (least, natural)
+            used += least + 3
+        else:  # the columns after the first that does not fit go too, in PRIORITY's order
+            dropped.append(header)
+    fitted = _fit(widths, width) if width else {h: natural for h, (_, natural) in widths.items()}
+    title = ("leaderboard: eval split, every number recomputed from the runs' stored "
+             "predictions; several seeds as mean ± std"
+             + (f"; model: {selections[0]}" if len(selections) == 1 else ""))
+    table = Table(title=title, title_justify="left", header_style="bold")
+    numeric = dict(PRIORITY)
+    for header in (h for h in ORDER if h in widths):
+        # wraps between words; a word wider than the terminal folds: never cut to "…"
+        table.add_column(header, justify="right" if numeric[header] else "left",
+                         overflow="fold", width=fitted[header])
+    for row in rows:
+        table.add_row(*(_broken(row[h], fitted[h]) for h in ORDER if h in widths))
+    return table, dropped
+
+
+def leaderboard_notes(board: Any, dropped: list[str]) -> list[str]:
+    """The warnings and notes a leaderboard carries (edited runs, groups, parameter sizes), as
+    rich markup for the lines under :func:`leaderboard_table`, and where its other columns
+    (those ``dropped`` to fit the terminal among them) are."""
+    from rich.markup import escape
+
+    from fbench.report.tables import table_notes
+
+    more = (f"not shown at this width: {escape(', '.join(dropped))}; " if dropped else "")
+    return ([_markdown_inline(n) for n in table_notes(board)]
+            + [f"[dim]{more}{LEADERBOARD_MORE}[/]"])

@@ -13,9 +13,12 @@ from fbench.report.tables import aggregate, rank, run_row
 from fbench.runs.store import Run, iter_runs
 
 
-def completed_runs(runs_dir: str | Path) -> list[Run]:
-    """Completed runs under ``runs_dir`` (damaged ones skipped with a warning)."""
-    return list(iter_runs(runs_dir))
+def completed_runs(runs_dir: str | Path, allow_edited: bool = False) -> list[Run]:
+    """Completed runs under ``runs_dir`` (damaged ones skipped with a warning). An edited run
+    (results changed since it was stored) is refused with
+    :class:`fbench.runs.digests.EditedRunError`, unless ``allow_edited``: then it is kept and
+    its rows are marked."""
+    return list(iter_runs(runs_dir, allow_edited=allow_edited))
 
 
 # The leaderboard's measured columns in order; per-source F1 (``src:<source>``) follows.
@@ -71,8 +74,8 @@ def leaderboard(runs: Sequence[Run], dataset: str | None = None,
     metrics = [*METRICS, *sorted(c for c in df.columns if c.startswith("src:"))]
     board = rank(aggregate(df, ["config"], metrics))
     settings = [c for c in board.columns if c.startswith("setting:")]
-    columns = [*LEADING, *settings, "seeds", "runs", "collapsed", "stopped", "not_converged",
-               *(f"{c}{s}" for c in metrics for s in ("", "_std"))]
+    columns = [*LEADING, *settings, "seeds", "runs", "edited_runs", "collapsed", "stopped",
+               "not_converged", *(f"{c}{s}" for c in metrics for s in ("", "_std"))]
     board = board[columns].copy()
     # how far each row is from the next: paired bootstrap interval over eval images
     from fbench.report.intervals import adjacent_intervals
@@ -104,20 +107,33 @@ def _gap(row: Any) -> str:
                           "ci_high": row["next_high"], "tie": bool(row["next_tie"])})
 
 
+def _edited_mark(row: Any) -> str:
+    """What follows the detector's name in a row holding edited runs."""
+    n = len(row.get("edited_runs") or [])
+    if not n:
+        return ""
+    return " *(edited)*" if n == row["seeds"] else f" *(edited: {n} of {row['seeds']})*"
+
+
 def render(board: pd.DataFrame, fmt: str, command: str) -> str:
     """The leaderboard as markdown, csv or html, with how it was produced at its top."""
     from fbench import __version__
     from fbench.report.tables import (
         convergence_cell,
         differing_settings,
+        edited_note,
         fmt_mean_std,
         settings_cell,
         table_notes,
         to_markdown,
     )
 
+    edited = [e for part in board.get("edited_runs", []) for e in part]
     if fmt == "csv":
-        return board.drop(columns=["runs"]).to_csv(index=False)
+        # how many of a row's runs were edited (the run names are in the markdown's note)
+        counts = [len(e) for e in board["edited_runs"]] if "edited_runs" in board else 0
+        return (board.drop(columns=["runs", "edited_runs"], errors="ignore")
+                .assign(edited=counts).to_csv(index=False))
     src_cols = [c for c in board.columns if c.startswith("src:") and not c.endswith("_std")]
     # settings that differ between rows get a column: rows are different experiments
     shown = differing_settings(board)
@@ -131,7 +147,7 @@ def render(board: pd.DataFrame, fmt: str, command: str) -> str:
     for i, r in board.iterrows():
         s = r["seeds"]
         rows.append([
-            i + 1, r["detector"], r["transform"], r["dataset"],
+            i + 1, r["detector"] + _edited_mark(r), r["transform"], r["dataset"],
             *([settings_cell(r, shown)] if shown else []),
             fmt_mean_std(r["macro_f1"], r["macro_f1_std"], s), _gap(r),
             *[fmt_mean_std(r[c], r[f"{c}_std"], s) for c in
@@ -149,7 +165,9 @@ def render(board: pd.DataFrame, fmt: str, command: str) -> str:
             "bootstrap 95 % interval over eval images; *tie* where it includes 0.\n\n")
     if fmt == "html":
         frame = pd.DataFrame(rows, columns=header)
-        return f"<!-- regenerate with: {command} -->\n" + frame.to_html(index=False)
+        warning = edited_note(edited)
+        return (f"<!-- regenerate with: {command} -->\n" + frame.to_html(index=False)
+                + (f"\n<p>{warning}</p>\n" if warning else ""))
     notes = "".join(f"\n{n}\n" for n in table_notes(board))
     return head + to_markdown(header, rows, [False] * n_left
                               + [True] * (len(header) - n_left)) + notes

@@ -1,10 +1,12 @@
-"""Pictures of runs and datasets (PNG, matplotlib): confusion matrices, training curves,
-average spectra and Grad-CAM maps.
+"""Pictures of runs and datasets (matplotlib; PDF, SVG or PNG by the output's suffix, PNG at
+``PNG_DPI``): confusion matrices, training curves, average spectra and Grad-CAM maps.
 
 matplotlib, torch and scipy are imported inside the functions, so that importing this module
 (and ``fbench --help``) stays fast. Figures use the Agg backend: plotting must work on a
 headless machine and never open a window. Figure sizes are fixed (no ``bbox_inches="tight"``)
 so that a picture's pixel size is predictable: ``width_in * dpi`` by ``height_in * dpi``.
+Titles name detectors and datasets; run ids (long, unreadable in a paper) only on request
+(``run_ids=True``). Every colour bar sits beside the panel it explains.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fbench.errors import FbenchError
-from fbench.figures import new_figure, save_figure
+from fbench.figures import PNG_DPI, figure_format, new_figure, save_figure
 from fbench.plugins.specs import LABELS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +36,7 @@ SPECTRUM_ROW_HEIGHT = 3.0  # per group, plus SPECTRUM_HEADER for the title
 SPECTRUM_HEADER = 0.5
 GRADCAM_COLUMN_WIDTH = 3.0
 GRADCAM_ROW_HEIGHT = 3.0
-DEFAULT_DPI = 100
+DEFAULT_DPI = PNG_DPI
 
 
 def _as_run(run: Run | str | Path) -> Run:
@@ -63,8 +65,10 @@ def confusion_counts(run: Run | str | Path, split: str = "eval") -> np.ndarray:
 
 
 def plot_confusion(run: Run | str | Path, output: str | Path, split: str = "eval",
-                   dpi: int = DEFAULT_DPI) -> Path:
-    """Confusion matrix of a run's split: counts and row-normalised percentages."""
+                   dpi: int = DEFAULT_DPI, run_ids: bool = False) -> Path:
+    """Confusion matrix of a run's split: counts and row-normalised percentages; the title
+    names detector, dataset and split (and the run id if ``run_ids``)."""
+    figure_format(output)  # a bad suffix fails before any work
     r = _as_run(run)
     cm = confusion_counts(r, split)
     totals = cm.sum(axis=1, keepdims=True)
@@ -86,9 +90,9 @@ def plot_confusion(run: Run | str | Path, output: str | Path, split: str = "eval
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     detector = r.config.get("detector", "?")
-    ax.set_title(f"{detector} on {r.config.get('dataset', '?')} ({split}, n={int(cm.sum())})\n"
-                 f"{r.id}", fontsize=9)
-    return save_figure(fig, output)
+    title = f"{detector} on {r.config.get('dataset', '?')} ({split}, n={int(cm.sum())})"
+    ax.set_title(f"{title}\n{r.id}" if run_ids else title, fontsize=9)
+    return save_figure(fig, output, dpi)
 
 
 # -- training curves ----------------------------------------------------------------------
@@ -103,10 +107,26 @@ def selected_epoch(run: Run) -> int | None:
     return None
 
 
+def run_labels(runs: Sequence[Run], run_ids: bool = False) -> list[str]:
+    """Legend labels that tell runs apart without run ids where possible: the detector, then
+    detector and seed, then a number; with ``run_ids`` the id follows the detector."""
+    detectors = [str(r.config.get("detector", "?")) for r in runs]
+    if run_ids:
+        return [f"{d} ({r.id})" for d, r in zip(detectors, runs, strict=True)]
+    if len(set(detectors)) == len(detectors):
+        return detectors
+    seeded = [f"{d}, seed {r.config.get('seed', '?')}"
+              for d, r in zip(detectors, runs, strict=True)]
+    if len(set(seeded)) == len(seeded):
+        return seeded
+    return [f"{d} #{i}" for i, d in enumerate(detectors, 1)]
+
+
 def plot_curves(runs: Sequence[Run | str | Path], output: str | Path,
-                dpi: int = DEFAULT_DPI) -> Path:
+                dpi: int = DEFAULT_DPI, run_ids: bool = False) -> Path:
     """Train loss and validation macro-F1 per epoch, one line per run, the selected epoch
-    marked with a star."""
+    marked with a star; the legend names detectors (and run ids if ``run_ids``)."""
+    figure_format(output)
     loaded = [_as_run(r) for r in runs]
     if not loaded:
         raise FbenchError("no runs to plot.", "pass one or more run directories.")
@@ -114,9 +134,7 @@ def plot_curves(runs: Sequence[Run | str | Path], output: str | Path,
     if empty:
         raise FbenchError(f"run(s) {', '.join(empty)} have no epochs.json yet.",
                           "plot runs that finished at least one epoch.")
-    detectors = [str(r.config.get("detector", r.id)) for r in loaded]
-    # The detector name is the readable label, but only when it tells the runs apart.
-    labels = detectors if len(set(detectors)) == len(detectors) else [r.id for r in loaded]
+    labels = run_labels(loaded, run_ids)
 
     fig = new_figure(*CURVES_SIZE, dpi)
     ax_loss, ax_f1 = fig.subplots(1, 2)
@@ -139,11 +157,14 @@ def plot_curves(runs: Sequence[Run | str | Path], output: str | Path,
     for ax in (ax_loss, ax_f1):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        # Epochs are whole numbers: no 1.5 ticks on short runs.
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        # Epochs are whole numbers: no 1.5 ticks on short runs (and with min_n_ticks=1, no
+        # 0.98 ticks on a one-epoch run either).
+        ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
     ax_f1.set_ylim(-0.02, 1.02)
     ax_loss.legend(fontsize=8)
-    return save_figure(fig, output)
+    datasets = dict.fromkeys(str(r.config.get("dataset", "?")) for r in loaded)
+    fig.suptitle(f"training on {', '.join(datasets)}", fontsize=10)
+    return save_figure(fig, output, dpi)
 
 
 # -- spectra ------------------------------------------------------------------------------
@@ -187,16 +208,31 @@ def average_spectra(manifest: pd.DataFrame, per: str = "class", size: int = 64,
     return out
 
 
+def frequency_extent(size: int, kind: str) -> tuple[float, float, float, float]:
+    """``imshow`` extent that puts a ``size``-point spectrum on axes in cycles/pixel (of the
+    resized image), each coefficient centred on its frequency. DCT-II coefficient ``k`` is
+    ``k / (2 size)`` (0 to just under 0.5, DC top left); centred-DFT index ``i`` is
+    ``(i - size // 2) / size`` (-0.5 to just under 0.5, DC in the middle, shown with
+    ``origin="lower"`` so that positive frequencies point up)."""
+    if kind == "dct":
+        lo, hi = -0.5 / (2 * size), (size - 0.5) / (2 * size)
+        return (lo, hi, hi, lo)  # top row is k = 0
+    lo, hi = (-(size // 2) - 0.5) / size, (size - 1 - size // 2 + 0.5) / size
+    return (lo, hi, lo, hi)
+
+
 def plot_spectrum(manifest: pd.DataFrame, output: str | Path, per: str = "class",
                   size: int = 64, max_images: int | None = 200, title: str | None = None,
                   dpi: int = DEFAULT_DPI) -> Path:
-    """Average log-magnitude spectra: one row per group, columns DCT and DFT, one colour
-    scale per column (so rows compare directly)."""
+    """Average log-magnitude spectra: one row per group, columns DCT and DFT, axes in
+    cycles/pixel, one colour scale per column (so rows compare directly), drawn as a colour
+    bar beside every panel."""
+    figure_format(output)
     spectra = average_spectra(manifest, per, size, max_images)
     n = len(spectra)
     fig = new_figure(2 * SPECTRUM_COLUMN_WIDTH, n * SPECTRUM_ROW_HEIGHT + SPECTRUM_HEADER, dpi)
     axes = np.atleast_2d(fig.subplots(n, 2, squeeze=False))
-    for col, kind in enumerate(("DCT-II", "centred DFT")):
+    for col, (kind, label) in enumerate((("dct", "DCT-II"), ("dft", "centred DFT"))):
         maps = [s[col] for s in spectra.values()]
         lo = min(float(m.min()) for m in maps)
         # The DC/low-frequency peak dwarfs the rest; the 99.5th percentile keeps the
@@ -204,14 +240,21 @@ def plot_spectrum(manifest: pd.DataFrame, output: str | Path, per: str = "class"
         hi = max(float(np.percentile(m, 99.5)) for m in maps)
         for row, (name, s) in enumerate(spectra.items()):
             ax = axes[row, col]
-            im = ax.imshow(s[col], cmap="viridis", vmin=lo, vmax=hi)
-            ax.set_title(f"{name} (n={s[2]}): {kind}", fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.colorbar(im, ax=axes[:, col].tolist(), shrink=0.6, fraction=0.08,
-                     label="mean log |X|")
-    fig.suptitle(title or f"average spectra per {per} ({size}×{size} grayscale)", fontsize=10)
-    return save_figure(fig, output)
+            im = ax.imshow(s[col], cmap="viridis", vmin=lo, vmax=hi,
+                           extent=frequency_extent(size, kind),
+                           origin="upper" if kind == "dct" else "lower")
+            ax.set_title(f"{name} (n={s[2]}): {label}", fontsize=8)
+            ax.set_xlabel("$f_x$ (cycles/pixel)", fontsize=7)
+            ax.set_ylabel("$f_y$ (cycles/pixel)", fontsize=7)
+            ax.tick_params(labelsize=6)
+            ax.locator_params(nbins=5)
+            cb = fig.colorbar(im, ax=ax, label="mean log |X|")
+            cb.ax.tick_params(labelsize=6)
+            cb.ax.yaxis.label.set_size(7)
+    # The frequencies are those of the resized image: say which size that is.
+    fig.suptitle(f"{title or f'average spectra per {per}'} ({size}×{size} grayscale)",
+                 fontsize=10)
+    return save_figure(fig, output, dpi)
 
 
 # -- Grad-CAM -----------------------------------------------------------------------------
@@ -291,11 +334,14 @@ def gradcam_maps(model: Any, transform: Any, rgb: np.ndarray, layer: str | None 
 
 def plot_gradcam(run: Run | str | Path, images: Sequence[str | Path], output: str | Path,
                  layer: str | None = None, target_class: int | None = None,
-                 dpi: int = DEFAULT_DPI) -> Path:
+                 dpi: int = DEFAULT_DPI, run_ids: bool = False) -> Path:
     """Grad-CAM of a trained run on chosen image files: one row per image, columns image and
-    CAM overlay; titles give the predicted class and its probability."""
+    CAM overlay with its colour scale beside it; titles give the predicted class and its
+    probability, the figure title detector, training dataset and layer (and the run id if
+    ``run_ids``)."""
     from fbench.data.images import read_image, stored_resampler
 
+    figure_format(output)  # before loading the model
     if not images:
         raise FbenchError("no images given.", "pass one or more image files.")
     if target_class is not None and target_class not in LABELS:
@@ -317,10 +363,16 @@ def plot_gradcam(run: Run | str | Path, images: Sequence[str | Path], output: st
         axes[i, 0].imshow(rgb[i])
         axes[i, 0].set_title(Path(path).name, fontsize=8)
         axes[i, 1].imshow(rgb[i])
-        axes[i, 1].imshow(cams[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        cam = axes[i, 1].imshow(cams[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
         axes[i, 1].set_title(f"pred {LABELS[pred]} ({probs[i, pred]:.2f}); "
                              f"CAM for {LABELS[shown]}", fontsize=8)
         for ax in axes[i]:
             ax.set_axis_off()
-    fig.suptitle(f"Grad-CAM of {r.config.get('detector', '?')} at {name}", fontsize=9)
-    return save_figure(fig, output)
+        # Each map is scaled by its own maximum, so the scale reads "share of this map's peak".
+        cb = fig.colorbar(cam, ax=axes[i, 1], label="Grad-CAM / its max")
+        cb.ax.tick_params(labelsize=6)
+        cb.ax.yaxis.label.set_size(7)
+    title = (f"Grad-CAM of {r.config.get('detector', '?')} "
+             f"(trained on {r.config.get('dataset', '?')}) at {name}")
+    fig.suptitle(f"{title}\n{r.id}" if run_ids else title, fontsize=9)
+    return save_figure(fig, output, dpi)

@@ -214,31 +214,134 @@ def parse_value(text: str) -> Any:
 
 
 def parse_assignments(pairs: tuple[str, ...] | list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of ``flag`` (``--set``, ``--dataset-option``, ...) as a dict, ``-``
+    in keys read as ``_``. Values are :func:`parse_value` literals, with two exceptions, since
+    a run stores its options as strict JSON: a TOML date or time (``2024-01-01``) is kept as
+    the text typed (no option takes a date object), and ``nan``/``inf`` are refused."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise FbenchError(f"{flag} {pair!r} is not KEY=VALUE.",
                               f"write e.g. {flag} depth=thesis")
-        out[key.strip().replace("-", "_")] = parse_value(value.strip())
+        text = value.strip()
+        parsed = parse_value(text)
+        # a date the user typed is the text they typed (nested ones become ISO text)
+        out[key.strip().replace("-", "_")] = (text if _is_date(parsed)
+                                              else _storable(parsed, f"{flag} {pair}"))
     return out
 
 
+def _is_date(value: Any) -> bool:
+    import datetime
+
+    return isinstance(value, datetime.date | datetime.time)  # a datetime is a date
+
+
+def _storable(value: Any, where: str) -> Any:
+    """``value`` as strict JSON can store it: dates and times as ISO text, non-finite numbers
+    refused."""
+    import math
+
+    if _is_date(value):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FbenchError(f"{where}: {value} is not a finite number.",
+                          "give a finite number (a run stores its options as JSON).")
+    if isinstance(value, list):
+        return [_storable(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _storable(v, where) for k, v in value.items()}
+    return value
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_TYPE_EXAMPLES = {bool: "true", int: "1", float: "0.5", str: "text"}
+
+
+def _expected(types: tuple[type, ...]) -> tuple[tuple[type, ...], str]:
+    """The types an option of ``types`` (from :func:`fbench.plugins.specs.option_types`) takes
+    (a number may be written as an integer) and how to say so."""
+    if float in types and int not in types:
+        types = (*types, int)
+    words = [w for t, w in _TYPE_WORDS.items() if t in types and not (t is int and float in types)]
+    return types, " or ".join(words) or "none"
+
+
+def _example(default: Any, types: tuple[type, ...]) -> str:
+    """A value to show in the fix: the default where it is one of ``types``, else a typical
+    value of the first of them."""
+    if default is not None and type(default) in types:
+        return str(default).lower() if isinstance(default, bool) else str(default)
+    return next((_TYPE_EXAMPLES[t] for t in types if t in _TYPE_EXAMPLES), "")
+
+
+def _typed(value: Any, types: tuple[type, ...], default: Any) -> tuple[bool, Any]:
+    """``value`` as an option of ``types`` takes it, and whether it does: a string that reads
+    as the expected number or flag (``"64"``, from a TOML string, an older run's config or the
+    Python API) is converted, a number given for a text option becomes its text; None passes
+    where the annotation or the default allows it."""
+    import math
+
+    if value is None:
+        return (type(None) in types or default is None), value
+    if isinstance(value, str) and str not in types:
+        value = parse_value(value.strip())
+    elif (str in types and isinstance(value, int | float) and not isinstance(value, bool)
+          and int not in types and float not in types):
+        value = str(value)
+    # bool is an int in Python: a flag is never a count, and a count never a flag
+    ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+    # a run stores its options as strict JSON, which has no nan or inf
+    return ok and not (isinstance(value, float) and not math.isfinite(value)), value
+
+
+def typed_options(kind: str, name: str, factory: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against the types the factory declares for them, by annotation or,
+    without one, by its default's type (:func:`fbench.plugins.specs.option_types`), before the
+    factory sees them: an integer where it takes one, a number for a float (an integer will
+    do), true/false for a flag, a string for a string, None where the annotation or default
+    allows it; options whose type neither tells pass as given. A string that reads as the
+    expected number or flag is converted and a number given for a string option becomes its
+    text (see :func:`_typed`). Anything else is one line naming the option, the expected type
+    and an example. Returns the converted copy (names are :func:`check_options`'s job)."""
+    from fbench.plugins.specs import factory_options, option_types
+
+    declared = option_types(factory)
+    defaults = factory_options(factory)
+    out = dict(options)
+    for key, value in options.items():
+        if declared.get(key) is None:
+            continue
+        types, what = _expected(declared[key])
+        ok, converted = _typed(value, types, defaults.get(key))
+        if not ok:
+            flag = _FLAGS[kind]
+            raise FbenchError(f"{kind} {name!r}: option {key} must be {what}, got {value!r}.",
+                              f"e.g. {flag} {key}={_example(defaults.get(key), types)}")
+        out[key] = converted
+    return out
+
+
+_FLAGS = {"detector": "--set", "dataset": "--dataset-option", "transform": "--transform-option"}
+
+
 def check_options(kind: str, name: str, factory: Any, options: dict[str, Any],
-                  reserved: tuple[str, ...] = ()) -> None:
-    """Refuse options a factory does not take, listing the ones it does."""
+                  reserved: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Refuse options a factory does not take, listing the ones it does, and options of a
+    type it does not take (:func:`typed_options`), before anything is built: ``--set
+    drop_rate=abc`` is one line, not a traceback from inside the model mid-run. Returns the
+    options as the factory should get them (``"0.5"`` read as 0.5)."""
     from fbench.plugins.specs import factory_options
 
     accepted = factory_options(factory)
-    if "**" in accepted:
-        return
-    names = [k for k in accepted if k not in reserved]
-    unknown = [k for k in options if k not in names]
-    if unknown:
-        flag = {"detector": "--set", "dataset": "--dataset-option",
-                "transform": "--transform-option"}[kind]
-        listing = ", ".join(names) if names else "none"
-        raise FbenchError(
-            f"{kind} {name!r} takes no option {', '.join(map(repr, unknown))}.",
-            f"its options ({flag} key=value) are: {listing}.",
-        )
+    if "**" not in accepted:  # a **kwargs factory takes any name; its named options are typed
+        names = [k for k in accepted if k not in reserved]
+        unknown = [k for k in options if k not in names]
+        if unknown:
+            listing = ", ".join(names) if names else "none"
+            raise FbenchError(
+                f"{kind} {name!r} takes no option {', '.join(map(repr, unknown))}.",
+                f"its options ({_FLAGS[kind]} key=value) are: {listing}.",
+            )
+    return typed_options(kind, name, factory, options)

@@ -140,3 +140,20 @@ def stop_record(reason: str, epoch: int, rule: StopRule, epochs: Sequence[dict[s
     if detail:
         out["detail"] = detail
     return out
+
+
+def collapse_causes(epochs: int, steps_per_epoch: int, lr: float,
+                    preferred_lr: float | None) -> str:
+    """The likely causes of a run that collapsed to one class, from what it did: too few
+    steps, or a learning rate above the detector's measured default (or, failing both, the
+    rate itself)."""
+    causes = []
+    if epochs * steps_per_epoch < 200:
+        causes.append(f"too little training ({epochs} epoch(s) of {steps_per_epoch} steps: "
+                      "raise --epochs or use more images)")
+    if preferred_lr is not None and lr > preferred_lr:
+        causes.append(f"a learning rate above this detector's measured default "
+                      f"(--lr {lr:g}; try {preferred_lr:g})")
+    elif not causes:
+        causes.append(f"the learning rate (--lr {lr:g}; try {lr / 3:.2g})")
+    return "Likely: " + "; ".join(causes) + "."

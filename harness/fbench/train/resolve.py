@@ -19,8 +19,10 @@ from fbench.train.config import DEFAULTS, RunConfig, check_options
 
 
 def load_manifest(spec: DatasetSpec, root: str | None, options: dict[str, Any]) -> pd.DataFrame:
-    """Call a dataset's factory and validate what it returns."""
-    check_options("dataset", spec.name, spec.factory, options, reserved=("root",))
+    """Call a dataset's factory and validate what it returns. Options are checked by name
+    and by the type of the factory's defaults first, so ``image_size=abc`` is one line, not
+    the factory's own traceback."""
+    options = check_options("dataset", spec.name, spec.factory, options, reserved=("root",))
     if root is not None and not os.path.isdir(root):
         raise FbenchError(f"dataset root {root} does not exist or is not a directory.",
                           f"point --data-root at the directory holding the {spec.name} data.")
@@ -275,8 +277,12 @@ def resolve(config: RunConfig) -> ResolvedRun:
     config = apply_protocol(config, det)
     tname = config.transform or det.transform
     tr: TransformSpec = reg.get("transform", tname)
-    check_options("detector", det.name, det.factory, config.options, reserved=("num_classes",))
-    check_options("transform", tr.name, tr.factory, config.transform_options)
+    # checked by name and type, and converted ("0.5" from TOML reaches the factory as 0.5)
+    config = config.replace(
+        options=check_options("detector", det.name, det.factory, config.options,
+                              reserved=("num_classes",)),
+        transform_options=check_options("transform", tr.name, tr.factory,
+                                        config.transform_options))
     if det.needs_masks and not ds.has_masks:
         raise FbenchError(f"detector {det.name!r} needs forgery masks, and dataset "
                           f"{ds.name!r} has none.", "choose a dataset with masks (e.g. seg_2).")

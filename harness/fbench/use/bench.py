@@ -55,6 +55,10 @@ class BenchResult:
     params_m: float
     shares: dict[str, float] = field(default_factory=dict)
     """fraction of a bare step spent in named parts (e.g. frequency transforms)."""
+    overhead_low: float | None = None
+    overhead_high: float | None = None
+    """The lowest and highest overhead of one round (fbench step / bare loop of that round):
+    how far apart the repeats were, where the median is ``overhead_ratio``."""
 
     def as_row(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "shares"} | {
@@ -212,6 +216,9 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
         step_times.append(_timed(fbench_step, device))
     bare_s = statistics.median(bare_times) / steps
     step_s = statistics.median(step_times) / steps
+    # paired by round: a busy moment slows both of a round alike, so the ratio's spread shows
+    # how much the machine moved the measurement
+    per_round = [s / b for s, b in zip(step_times, bare_times, strict=True)]
 
     # 4. the engine fed by the DataLoader (as a run trains)
     def loader_epoch() -> None:
@@ -238,7 +245,17 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
         gflop_per_step=None if flops is None else flops / 1e9,
         achieved_tflops=None if flops is None else flops / bare_s / 1e12,
         params_m=count_parameters(model) / 1e6, shares=shares,
+        overhead_low=min(per_round), overhead_high=max(per_round),
     )
+
+
+def machine_load() -> tuple[float, int] | None:
+    """The 1-minute load average and the number of cores, or None where the system does not
+    say: a load above the cores means other processes took turns with the measured one."""
+    try:
+        return os.getloadavg()[0], os.cpu_count() or 1
+    except (AttributeError, OSError):  # not on Windows, nor where /proc/loadavg is missing
+        return None
 
 
 def _fast_cuda(device: torch.device) -> None:

@@ -337,7 +337,12 @@ def robustness(runs: Sequence[Run | str | Path], perturbations: Sequence[Perturb
                           "list all its levels in one --perturb NAME:L1,L2.")
     for p in parsed:  # every level is checked before any evaluation starts
         for level in p.levels:
-            p.build(level, seed)
+            try:
+                p.build(level, seed)
+            except FbenchError as exc:  # said as the --perturb syntax the user typed
+                raise FbenchError(exc.problem, f"give --perturb {p.name}:L1,L2,... levels of "
+                                  "that type (`fbench list transforms` shows each option)."
+                                  ) from None
     loaded = [load_run(r) if not hasattr(r, "config") else r for r in runs]
     ids = [r.id for r in loaded]
     if len(set(ids)) != len(ids):
