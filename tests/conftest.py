@@ -15,6 +15,9 @@ def _fresh_registry(monkeypatch, tmp_path_factory):
     from fbench.plugins.registry import reset_registry
 
     monkeypatch.setenv("FBENCH_LOAD_PLUGINS", "")
+    # rich takes these for a terminal: CLI tests expect what a pipe gets
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
     # Synthetic datasets are cached per session, not in the user's home.
     monkeypatch.setenv("FBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "fbench-cache"))
     reset_registry()
