@@ -52,7 +52,7 @@ def test_a_run_collapsed_for_k_epochs_stops_and_says_why(tmp_path):
         " ".join(result.output.split())
     # the causes it names come from the run: few steps, and an lr above the measured default
     advice = " ".join(result.output.split())
-    assert "too little training (2 epoch(s)" in advice
+    assert "too little training (2 epochs of" in advice
     assert "above this detector's measured default (--lr 0.001; try 0.0001)" in advice
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     run = fbench.load_run(run_dir)

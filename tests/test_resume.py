@@ -104,7 +104,7 @@ def test_sigkill_mid_plateau_then_resume_equals_uninterrupted(tmp_path):
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out[-3000:]
     assert "resuming" in out and "after epoch 2" in out
-    assert "stopped after epoch 3: no validation gain (> 0.99) in 2 epoch(s)" in out
+    assert "stopped after epoch 3: no validation gain (> 0.99) in 2 epochs" in out
     ref_out, _ = reference.communicate(timeout=600)
     assert reference.returncode == 0, ref_out[-3000:]
 

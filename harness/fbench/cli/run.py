@@ -11,6 +11,7 @@ import click
 import fbench.cli.options as options
 from fbench.cli.output import console as make_console
 from fbench.errors import FbenchError
+from fbench.markdown import count
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -104,7 +105,8 @@ def _announce(resolved: ResolvedRun, console: Console) -> None:
     console.print(f"[bold]{c.detector}[/] on [bold]{c.dataset}[/] (transform {c.transform}, "
                   f"{resolved.input_size}px): train {counts.get('train', 0)}, "
                   f"val {counts.get('val', 0)}, eval {counts.get('eval', 0)} images; "
-                  f"{c.epochs} epochs, batch {c.batch_size}, lr {c.lr:g}, seed {c.seed}; "
+                  f"{count(c.epochs, 'epoch')} at most, batch {c.batch_size}, lr {c.lr:g}, "
+                  f"seed {c.seed}; "
                   f"protocol {c.protocol}, {c.resample} resize"
                   + (", TF32 allowed" if c.tf32 else ""))
 

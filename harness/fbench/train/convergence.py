@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from fbench.markdown import count
+
 SCHEDULES = ("cosine", "step", "constant")
 STEP_MILESTONES = (0.5, 0.75)
 """``step``: the rate falls tenfold at these fractions of the epoch ceiling."""
@@ -149,7 +151,8 @@ def collapse_causes(epochs: int, steps_per_epoch: int, lr: float,
     rate itself)."""
     causes = []
     if epochs * steps_per_epoch < 200:
-        causes.append(f"too little training ({epochs} epoch(s) of {steps_per_epoch} steps: "
+        causes.append(f"too little training ({count(epochs, 'epoch')} of "
+                      f"{count(steps_per_epoch, 'step')}: "
                       "raise --epochs or use more images)")
     if preferred_lr is not None and lr > preferred_lr:
         causes.append(f"a learning rate above this detector's measured default "

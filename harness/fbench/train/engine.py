@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 
 from fbench.errors import FbenchError
+from fbench.markdown import count, rate
 from fbench.metrics import compute_metrics, metrics_from_predictions, val_threshold
 from fbench.progress import make_progress
 from fbench.runs.writer import RunInterrupted, RunWriter, read_checkpoint
@@ -233,25 +234,27 @@ class _Training:
                 f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  "
                 f"val macro-F1 {row['val_macro_f1']:.4f}"
                 f"{'  (best)' if row['selected'] else ''}  "
-                f"{row['train_images_per_s']:.0f} img/s")
+                f"{rate(row['train_images_per_s'])} img/s")
             reason = self.rule.decide(self.epochs)
         last = int(self.epochs[-1]["epoch"]) if self.epochs else 0
         self.stopped = stop_record(reason or "ceiling", last, self.rule, self.epochs)
         if reason == "plateau":
-            self.console.print(f"stopped after epoch {last}: no validation gain "
-                               f"(> {cfg.min_delta:g}) in {cfg.patience} epoch(s): converged")
+            self.console.print(f"stopped after epoch {last}: no validation gain (> "
+                               f"{cfg.min_delta:g}) in {count(cfg.patience, 'epoch')}: "
+                               "converged")
         elif reason == "collapse":
             self.console.print(f"[bold yellow]stopped[/] after epoch {last}: validation "
-                               f"predictions on one class for {cfg.collapse_epochs} epochs")
+                               "predictions on one class for "
+                               f"{count(cfg.collapse_epochs, 'epoch')}")
         elif not self.stopped["converged"]:
-            self.console.print(f"[bold yellow]note:[/] reached the ceiling of {cfg.epochs} "
-                               f"epoch(s) {self._why_not_converged()} (not converged): raise "
-                               "--epochs")
+            self.console.print(f"[bold yellow]note:[/] reached the ceiling of "
+                               f"{count(cfg.epochs, 'epoch')} {self._why_not_converged()} "
+                               "(not converged): raise --epochs")
 
     def _why_not_converged(self) -> str:
         window = self.rule.patience or CONVERGENCE_WINDOW
         if len(self.epochs) <= window:
-            return f"too soon to see a plateau (it takes {window} epochs without a gain)"
+            return f"too soon to see a plateau (it takes {count(window, 'epoch')} without a gain)"
         return "still improving on validation"
 
     def _rewind_to_last_epoch(self) -> None:
