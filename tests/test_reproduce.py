@@ -22,6 +22,7 @@ from fbench.cli import cli
 from fbench.data.fingerprint import FINGERPRINT_KEY, record_dataset
 from fbench.data.manifest import resolve_path
 from fbench.plugins.registry import registered
+from fbench.runs.digests import record_digests
 from fbench.use.reproduce import reproduce, resolve_stored, run_config
 from fbench.use.reproduce_checks import (
     DEFAULT_TOLERANCE,
@@ -158,8 +159,13 @@ def test_a_moved_metric_fails_and_is_named(tiny_run, tmp_path):
     preds.loc[ev, "pred"] = (preds.loc[ev, "label"] + 1) % 3  # every eval image wrong
     preds.to_parquet(copy / "predictions.parquet", index=False)
     with registered(tiny_plugin("repro-tiny", depth=2), name="tiny"):
+        edited = CliRunner().invoke(cli, ["reproduce", str(copy), "--out",
+                                          str(tmp_path / "e"), "--no-progress"])
+        # a forger who also rewrites the digests gets past the seal, not past a rerun
+        record_digests(copy)
         res = CliRunner().invoke(cli, ["reproduce", str(copy), "--out", str(tmp_path / "r"),
                                        "--no-progress"], env={"COLUMNS": "200"})
+    assert edited.exit_code == 2 and "was edited" in edited.output
     assert res.exit_code == 1, res.output
     assert "not reproduced" in res.output and "eval macro_f1 by +" in res.output
     # val predictions were left alone

@@ -14,7 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def make_lrl(num_classes: int = 3, backbone: str = "efficientnet_b0",
-             fuse_at: str | None = None, sim_at: str | None = None, sim_grid: Any = 4,
+             fuse_at: str | list[int] | None = None, sim_at: str | list[int] | None = None,
+             sim_grid: Any = 4,
              sim_weight: float = 1.0, mask_head: bool = True, mask_weight: float = 1.0,
              highpass_cutoff: float = 0.355, dropout: float = 0.2,
              pretrained_path: str | None = None) -> LRL:

@@ -185,8 +185,8 @@ def _quiet_opencv() -> Iterator[None]:
 
 def _looks_like_image(data: bytes) -> bool:
     """Whether ``data`` starts like an image format OpenCV reads (PNG, JPEG, BMP, TIFF, WebP,
-    GIF, PNM, JPEG 2000)."""
-    return (data.startswith((_PNG_MAGIC, _JPEG_MAGIC, b"BM", b"II*\x00", b"MM\x00*", b"GIF8",
+    PNM, JPEG 2000; not GIF, which OpenCV builds often cannot decode)."""
+    return (data.startswith((_PNG_MAGIC, _JPEG_MAGIC, b"BM", b"II*\x00", b"MM\x00*",
                              b"\x00\x00\x00\x0cjP  "))
             or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
             or (len(data) > 2 and data[0:1] == b"P" and data[1:2] in b"123456"))
