@@ -100,9 +100,10 @@ def adjacent_intervals(board: pd.DataFrame, runs: Sequence[Run],
 
 
 def interval_cell(interval: dict[str, Any] | None) -> str:
-    """``+3.2 [0.8, 5.9]``, with ``tie`` when the interval includes 0; ``–`` without one."""
+    """``+3.20 [0.81, 5.93]`` (percentage points, the tables' one precision), with ``tie``
+    when the interval includes 0; ``–`` without one."""
     if interval is None:
         return "–"
-    cell = (f"{interval['difference']:+.1f} [{interval['ci_low']:.1f}, "
-            f"{interval['ci_high']:.1f}]")
+    cell = (f"{interval['difference']:+.2f} [{interval['ci_low']:.2f}, "
+            f"{interval['ci_high']:.2f}]")
     return f"{cell} tie" if interval["tie"] else cell

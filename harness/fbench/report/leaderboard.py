@@ -139,9 +139,10 @@ def render(board: pd.DataFrame, fmt: str, command: str) -> str:
     shown = differing_settings(board)
     n_left = 4 + bool(shown)
     header = ["#", "detector", "transform", "dataset", *(["settings"] if shown else []),
-              "macro-F1 %", "Δ to next (95% CI)", "ACC %", "F1 real",
-              "F1 generated", "F1 edited", "AUC %", "Dice %",
-              *[c.removeprefix("src:") for c in src_cols], "params (M)", "train img/s",
+              "macro-F1 %", "Δ to next (points, 95% CI)", "ACC %", "F1 real %",
+              "F1 generated %", "F1 edited %", "AUC %", "Dice %",
+              *[f"F1 {c.removeprefix('src:')} %" for c in src_cols], "params (M)",
+              "train img/s",
               "seeds", "selection", "collapsed", "stopped"]
     rows = []
     for i, r in board.iterrows():
@@ -152,7 +153,7 @@ def render(board: pd.DataFrame, fmt: str, command: str) -> str:
             fmt_mean_std(r["macro_f1"], r["macro_f1_std"], s), _gap(r),
             *[fmt_mean_std(r[c], r[f"{c}_std"], s) for c in
               ("accuracy", "f1_real", "f1_generated", "f1_edited", "auc", "dice")],
-            *[fmt_mean_std(r[c], r[f"{c}_std"], s, 1) for c in src_cols],
+            *[fmt_mean_std(r[c], r[f"{c}_std"], s) for c in src_cols],
             f"{r['params_m']:.2f}", "–" if pd.isna(r["images_per_s"]) else
             f"{r['images_per_s']:.0f}", s, r["selection"],
             f"{r['collapsed']} of {s}" if r["collapsed"] else "no",
