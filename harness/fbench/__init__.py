@@ -36,6 +36,7 @@ _LAZY = {
     "create_transform": "fbench.api",
     "load_dataset": "fbench.api",
     "run": "fbench.api",
+    "sweep": "fbench.api",
     "load_run": "fbench.api",
     "iter_runs": "fbench.api",
     "RunConfig": "fbench.train.config",
@@ -101,6 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover
         load_dataset,
         load_run,
         run,
+        sweep,
     )
     from fbench.data.audit import difference_hash
     from fbench.data.built import load_built_dataset

@@ -82,6 +82,47 @@ def run(config: RunConfig | str | Path | None = None, *, progress: bool = False,
     return load_run(train_and_evaluate(resolve(cfg), console=console, progress=progress))
 
 
+def sweep(configs: Any, executor: Any = "local", *, reuse: bool = True, progress: bool = False,
+          **executor_options: Any) -> list[Run]:
+    """Train many configurations (``RunConfig`` objects or dicts of settings) and return their
+    stored runs, in the order given. Each configuration with a completed run in its ``out``
+    store is reused (``reuse=False``: all train); the others train on ``executor``: ``local``
+    (``jobs=N`` side by side), ``ray`` (``ray_address``, ``cpus_per_run``, ``gpus_per_run``,
+    ``num_cpus`` for a Ray started here) or ``slurm`` (``slurm_partition``, ``slurm_time``,
+    ``slurm_gpus``, ``cpus_per_run``, ``gpus_per_run``, ``slurm_folder``), or an
+    :class:`fbench.use.executors.Executor`. ``out`` must be a path every worker sees. When a
+    run fails the others still complete; then :class:`fbench.use.executors.SweepFailed` (an
+    :class:`fbench.FbenchError`) lists the failures and holds the completed runs (``.runs``);
+    calling ``sweep`` again trains only what is missing.
+
+    >>> runs = fbench.sweep([fbench.RunConfig(detector="resnet18", seed=s) for s in range(3)],
+    ...                     executor="ray", cpus_per_run=4)  # doctest: +SKIP
+    """
+    from rich.console import Console
+
+    from fbench.report.ablate import FinishedRun, sweep_runs
+    from fbench.runs.store import prepare_out_dir
+    from fbench.use.executors import SweepFailed, make_executor
+
+    chosen = make_executor(executor, **executor_options)
+    items = []
+    for raw in configs:
+        cfg = raw if isinstance(raw, RunConfig) else RunConfig.from_dict(dict(raw))
+        label = cfg.name or cfg.detector
+        items.append((label, cfg, f"{label} (seed {cfg.seed})"))
+    for out in dict.fromkeys(cfg.out for _, cfg, _ in items):
+        prepare_out_dir(out)
+    # quiet: no console, so warnings stay Python warnings the caller can filter
+    done = sweep_runs(items, reuse, Console(stderr=True) if progress else None, progress,
+                      chosen)
+    runs = [load_run(d.run_dir) for d in done if isinstance(d, FinishedRun)]
+    failed = [(f"{d.label} (seed {d.seed}, transform {d.transform})", d.error) for d in done
+              if not isinstance(d, FinishedRun)]
+    if failed:
+        raise SweepFailed(failed, runs)
+    return runs
+
+
 class Run(StoredRun):
     """A stored run as the Python API hands it out: the record (``config``, ``summary``,
     ``epochs``, ``predictions``, ``metrics()``) plus ``predict`` on new images. The store's own

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -22,6 +22,39 @@ ALLOW_EDITED = click.option(
     "--allow-edited", is_flag=True,
     help="Read runs whose stored results changed since they finished (their digests.json no "
     "longer matches) instead of refusing them; their rows are marked as edited.")
+
+
+_EXECUTOR_OPTIONS = (  # where a sweep's missing runs train (see docs/scale.md)
+    click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local",
+                 show_default=True, help="Train here, as Ray tasks, or as SLURM jobs."),
+    click.option("--jobs", type=click.IntRange(min=1), help="local: N runs side by side, each "
+                 "in a process with cores/N threads. [default: 1, in this process]"),
+    click.option("--ray-address", help="ray: the cluster. [default: $RAY_ADDRESS, else local]"),
+    click.option("--cpus-per-run", type=click.FloatRange(min=0, min_open=True),
+                 help="ray, slurm: CPUs per run (its torch threads). [default: 1]"),
+    click.option("--gpus-per-run", type=click.FloatRange(min=0),
+                 help="ray, slurm: GPUs per run (0.5 shares one on Ray). [default: 0]"),
+    click.option("--slurm-partition", help="slurm: the partition to submit to."),
+    click.option("--slurm-time", help="slurm: time limit per run (minutes, or HH:MM:SS)."),
+    click.option("--slurm-gpus", type=click.IntRange(min=0), help="slurm: GPUs per job."))
+
+
+def executor_options(command: Any) -> Any:
+    """The options above as one ``executor`` (checked before anything slow), left out of the
+    table's command line: where runs trained does not change what they are."""
+    names = [o(lambda: None).__click_params__[0].name for o in _EXECUTOR_OPTIONS]
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from fbench.use.executors import make_executor
+
+        chosen = {n: kwargs.pop(n) for n in names}
+        click.get_current_context().params = dict(kwargs)  # what command_line() reads
+        return command(*args, **kwargs, executor=make_executor(chosen.pop("executor"), **chosen))
+
+    for option in reversed(_EXECUTOR_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def _variants(names: tuple[str, ...], family: str | None, detector: str | None,
@@ -77,12 +110,13 @@ def _variants(names: tuple[str, ...], family: str | None, detector: str | None,
               show_default=True, help="Runs directory (searched for reusable runs).")
 @click.option("--output", "-o", "output", type=click.Path(path_type=Path),
               help="Markdown file for the table [default: <out>/ablation-<name>-<dataset>.md].")
+@executor_options
 @options.no_progress
 def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detector: str | None,
                transforms: str | None, seeds: int, seed: int, reuse: bool,
                data_root: Path | None, dataset_option: tuple[str, ...], set_: tuple[str, ...],
                out: Path, output: Path | None, no_progress: bool, checkpoint: str,
-               **settings: Any) -> None:
+               executor: Any, **settings: Any) -> None:
     """Run an ablation and write its table.
 
     \b
@@ -111,10 +145,12 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
     try:
         rows = ablate(variants, base, [seed + i for i in range(seeds)], reuse=reuse,
                       transforms=tf_list, console=console, progress=not no_progress,
-                      checkpoint=checkpoint)
+                      checkpoint=checkpoint, executor=executor)
     except AblationInterrupted as exc:  # which runs finished, and how to go on
         click.echo(str(exc), err=True)
         raise click.exceptions.Exit(exc.exit_code) from None
+    if rows.attrs.get("failed") and rows.empty:  # listed above
+        raise FbenchError("every run failed.", "fix the cause and run the same command again.")
     with warnings_in_voice(console, set()):
         text = ablation_markdown(rows, spec, options.command_line())
     target = output or out / f"ablation-{get_name}-{dataset}.md"
@@ -122,6 +158,9 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
         tmp.write_text(text)
     click.echo(text)  # plain: rich would wrap the markdown lines
     click.echo(f"written to {target}")
+    if rows.attrs.get("failed"):  # a table without them is written; the shell hears of it
+        click.echo("fix the cause and run it again: it trains only the failed runs.", err=True)
+        raise SystemExit(1)
 
 
 def _compare(pair: tuple[Path, Path], resamples: int, allow_edited: bool = False,
@@ -251,7 +290,8 @@ def _board_json(board: Any, checkpoint: str, dataset: str | None) -> str:
 
 
 def _check(board: Board, boards_file: Path, console: Console, no_progress: bool,
-           run_command: Any, start: float, allow_edited: bool = False) -> bool:
+           run_command: Any, start: float, allow_edited: bool = False,
+           executor: Any = None) -> bool:
     """Retrain ``board`` into a scratch directory and compare it with the committed file;
     True when every cell is reproduced."""
     import tempfile
@@ -265,7 +305,7 @@ def _check(board: Board, boards_file: Path, console: Console, no_progress: bool,
     with tempfile.TemporaryDirectory(prefix="fbench-check-") as scratch:
         text = build(board, boards_file, Path(scratch), reuse=False, console=console,
                      progress=not no_progress, run_command=run_command,
-                     allow_edited=allow_edited)
+                     allow_edited=allow_edited, executor=executor)
     diff = differences(board.file.read_text(), text)
     if diff.empty:
         console.print(f"[green]{board.file}: reproduced[/] "
@@ -289,12 +329,13 @@ def _check(board: Board, boards_file: Path, console: Console, no_progress: bool,
 @click.option("--check", is_flag=True,
               help="Retrain into a scratch directory and compare every metric cell with the "
               "committed table instead of writing it; exit 1 when any differs.")
+@executor_options
 @options.no_progress
 @ALLOW_EDITED
 @click.pass_context
 def regenerate_cmd(ctx: click.Context, files: tuple[str, ...], boards_file: Path,
                    runs_dir: Path, reuse: bool, check: bool, no_progress: bool,
-                   allow_edited: bool) -> None:
+                   allow_edited: bool, executor: Any) -> None:
     """Rebuild the committed leaderboards and ablation tables (all, or the FILES named).
 
     \b
@@ -319,13 +360,13 @@ def regenerate_cmd(ctx: click.Context, files: tuple[str, ...], boards_file: Path
             with warnings_in_voice(console, seen):  # the runs' own print as they happen
                 if check:
                     if not _check(board, boards_file, console, no_progress, run_command,
-                                  start, allow_edited):
+                                  start, allow_edited, executor):
                         failed.append(board.file)
                     done.append(board.file)
                     continue
                 text = build(board, boards_file, runs_dir, reuse=reuse, console=console,
                              progress=not no_progress, run_command=run_command,
-                             allow_edited=allow_edited)
+                             allow_edited=allow_edited, executor=executor)
             with atomic_path(board.file) as tmp:
                 tmp.write_text(text)
             done.append(board.file)

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -18,6 +18,9 @@ from fbench.plugins.registry import get_registry
 from fbench.plugins.specs import AblationSpec
 from fbench.runs.writer import RunInterrupted
 from fbench.train.config import RunConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fbench.use.executors import Executor, Task
 
 
 def resolve_variants(names: Sequence[str], family: str | None = None
@@ -80,13 +83,25 @@ class FinishedRun:
     reused: bool
 
 
+@dataclass(frozen=True)
+class FailedRun:
+    """One run of an ablation that failed: left out of the table, the others go on."""
+
+    label: str
+    seed: int
+    transform: str
+    error: str
+
+
 class AblationInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during an ablation: which runs finished, which one was stopped, and
-    how to go on. A KeyboardInterrupt, so whatever stops on Ctrl-C stops on it too."""
+    """Ctrl-C or SIGTERM during an ablation: which runs finished, which one was stopped (or,
+    for runs side by side, which were unfinished), and how to go on. A KeyboardInterrupt, so
+    whatever stops on Ctrl-C stops on it too."""
 
     def __init__(self, finished: Sequence[FinishedRun], current: str, cause: BaseException,
-                 reuse: bool) -> None:
+                 reuse: bool, unfinished: Sequence[str] = ()) -> None:
         self.finished, self.current, self.reuse = list(finished), current, reuse
+        self.unfinished = list(unfinished)
         self.run = cause if isinstance(cause, RunInterrupted) else None
         self.signum = int(getattr(cause, "signum", signal.SIGINT))
         super().__init__()
@@ -97,7 +112,11 @@ class AblationInterrupted(KeyboardInterrupt):
 
     def lines(self) -> list[str]:
         """What happened and how to continue, one line each (plain text, no markup)."""
-        if self.run is not None:  # its text says how far it got and whether it can resume
+        if self.unfinished:  # runs side by side (or on a cluster): all of them were stopped
+            n = len(self.unfinished)
+            out = [f"interrupted with {n} run{'' if n == 1 else 's'} unfinished, now stopped: "
+                   + ", ".join(self.unfinished) + "."]
+        elif self.run is not None:  # its text says how far it got and whether it can resume
             out = [f"{self.current}: {self.run}"]
             if self.run.epoch:
                 out.append("  (resumed to the end, it is reused by the ablation instead of "
@@ -143,51 +162,172 @@ def warnings_in_voice(console: Any, seen: set[str]) -> Iterator[None]:
 def ablate(variants: Sequence[tuple[str, str]], base: RunConfig, seeds: Sequence[int],
            reuse: bool = True, transforms: Sequence[str] | None = None,
            console: Any = None, progress: bool = True,
-           checkpoint: str = "selected") -> pd.DataFrame:
+           checkpoint: str = "selected", executor: str | Executor | None = None
+           ) -> pd.DataFrame:
     """Run (or reuse) every variant × transform × seed; returns one row per run, from the
-    ``checkpoint`` selected on validation or the ``last`` epoch's. Ctrl-C (or SIGTERM) is
-    raised on as :class:`AblationInterrupted`, which names the finished runs; with a
-    ``console``, Python warnings print there in fbench's voice (:func:`warnings_in_voice`)."""
-    rows: list[dict[str, Any]] = []
-    finished: list[FinishedRun] = []
-    seen: set[str] = set()
+    ``checkpoint`` selected on validation or the ``last`` epoch's. The runs not stored yet
+    train on ``executor`` (:mod:`fbench.use.executors`; default: here, one after another). A
+    run that fails is left out of the rows and listed in ``rows.attrs["failed"]``
+    (:class:`FailedRun`); the others complete. Ctrl-C (or SIGTERM) is raised on as
+    :class:`AblationInterrupted`, which names the finished runs; with a ``console``, Python
+    warnings print there in fbench's voice (:func:`warnings_in_voice`)."""
+    items = []
     for label, detector in variants:
         for transform in transforms or [base.transform]:
             for seed in seeds:
                 cfg = base.replace(detector=detector, seed=seed, transform=transform)
-                current = f"{label} (seed {seed}" + (f", transform {transform})"
-                                                     if transform else ")")
-                done: FinishedRun | None = None
-                try:
-                    with warnings_in_voice(console, seen):
-                        done = _one_run(label, cfg, reuse, console, progress)
-                        rows.append(_row(done, checkpoint))
-                except KeyboardInterrupt as exc:
-                    # a run stopped while its row was read back is finished all the same
-                    raise AblationInterrupted(finished + ([done] if done else []), current,
-                                              exc, reuse) from exc
-                finished.append(done)
-    return pd.DataFrame(rows)
+                items.append((label, cfg, f"{label} (seed {seed}"
+                              + (f", transform {transform})" if transform else ")")))
+    seen: set[str] = set()
+    done = sweep_runs(items, reuse, console, progress, executor, seen)
+    finished = [d for d in done if isinstance(d, FinishedRun)]
+    rows: list[dict[str, Any]] = []
+    for run in finished:
+        try:
+            with warnings_in_voice(console, seen):
+                rows.append(_row(run, checkpoint))
+        except KeyboardInterrupt as exc:
+            # every run is finished; the table was being read back
+            raise AblationInterrupted(finished, f"{run.label} (seed {run.seed})", exc,
+                                      reuse) from exc
+    frame = pd.DataFrame(rows)
+    frame.attrs["failed"] = [d for d in done if isinstance(d, FailedRun)]
+    return frame
 
 
-def _one_run(label: str, cfg: RunConfig, reuse: bool, console: Any,
-             progress: bool) -> FinishedRun:
-    """Reuse the stored run with ``cfg``'s configuration, or train it."""
-    from fbench.train.engine import train_and_evaluate
+def sweep_runs(items: Sequence[tuple[str, RunConfig, str]], reuse: bool = True,
+               console: Any = None, progress: bool = True,
+               executor: str | Executor | None = None,
+               seen: set[str] | None = None) -> list[FinishedRun | FailedRun]:
+    """Each ``(label, config, title)`` as a finished (stored or reused) or failed run, in the
+    order given. Every configuration is resolved here first (bad input stops everything before
+    any training) and looked up in its store; the missing ones go to ``executor`` (a name or
+    an :class:`fbench.use.executors.Executor`). Two identical configurations train once."""
+    from fbench.use.executors import Task, make_executor
+
+    engine = make_executor(executor)
+    seen = set() if seen is None else seen
+    done: list[FinishedRun | FailedRun | None] = [None] * len(items)
+    tasks: list[Task] = []
+    twins: dict[str, int] = {}  # identity -> the index that trains it
+    copies: list[tuple[int, int]] = []
+    for i, (label, cfg, title) in enumerate(items):
+        try:
+            with warnings_in_voice(console, seen):
+                found, resolved, identity = _lookup(label, cfg, reuse, console)
+        except KeyboardInterrupt as exc:
+            raise AblationInterrupted([d for d in done if isinstance(d, FinishedRun)], title,
+                                      exc, reuse) from exc
+        if found is not None:
+            done[i] = found
+        elif identity is not None and identity in twins:
+            copies.append((i, twins[identity]))
+        else:
+            if identity is not None:
+                twins[identity] = i
+            tasks.append(Task(i, label, f"seed {cfg.seed}, transform "
+                              f"{resolved.config.transform}", cfg,
+                              resolved if engine.in_process else None))
+    _train(tasks, items, engine, done, reuse, console, progress, seen)
+    for i, first in copies:
+        label, cfg, _ = items[i]
+        twin = done[first]
+        if isinstance(twin, FinishedRun):
+            if console:
+                console.print(f"{label} (seed {cfg.seed}): reusing {twin.run_dir.name}")
+            done[i] = FinishedRun(label, cfg.seed, twin.transform, twin.run_dir, reused=True)
+        elif twin is not None:
+            done[i] = FailedRun(label, cfg.seed, twin.transform, twin.error)
+    _list_failures(done, console)
+    return [d for d in done if d is not None]
+
+
+def _lookup(label: str, cfg: RunConfig, reuse: bool, console: Any
+            ) -> tuple[FinishedRun | None, Any, str | None]:
+    """(the stored run with ``cfg``'s configuration, or None; ``cfg`` resolved; its
+    identity, with ``reuse``)."""
+    from fbench.report.tables import run_identity
     from fbench.train.resolve import resolve
 
     resolved = resolve(cfg)
+    if not reuse:
+        return None, resolved, None
     stored = resolved.stored_config(dataset_fingerprint=resolved.dataset_identity())
-    transform = str(resolved.config.transform)
-    run_dir = find_stored_run(cfg.out, stored) if reuse else None
-    if run_dir is not None:
-        if console:
-            console.print(f"{label} (seed {cfg.seed}): reusing {run_dir.name}")
-        return FinishedRun(label, cfg.seed, transform, run_dir, reused=True)
+    run_dir = find_stored_run(cfg.out, stored)
+    if run_dir is None:
+        return None, resolved, run_identity(stored)
     if console:
-        console.print(f"[bold]{label}[/] (seed {cfg.seed}, transform {transform}): training")
-    run_dir = train_and_evaluate(resolved, console=console, progress=progress)
-    return FinishedRun(label, cfg.seed, transform, Path(run_dir), reused=False)
+        console.print(f"{label} (seed {cfg.seed}): reusing {run_dir.name}")
+    return (FinishedRun(label, cfg.seed, str(resolved.config.transform), run_dir, reused=True),
+            None, None)
+
+
+def _train(tasks: Sequence[Task], items: Sequence[tuple[str, RunConfig, str]],
+           executor: Executor,
+           done: list[Any], reuse: bool, console: Any, progress: bool,
+           seen: set[str]) -> None:
+    """Hand ``tasks`` to ``executor`` and record each outcome in ``done`` as it comes. Runs
+    side by side draw one bar for the sweep and a line per finished run (theirs train
+    quietly); runs here draw their own bars, as ``fbench run`` does."""
+    from fbench.progress import make_progress
+
+    if not tasks:
+        return
+    by_index = {t.index: t for t in tasks}
+    shown = executor.parallel
+    with make_progress(console, progress and shown and console is not None) as bar:
+        sweep = bar.add_task("sweep", total=len(tasks), info=executor.name)
+        outcomes = executor.run(tasks, console, progress)
+        outcome: Any = True
+        while outcome is not None:
+            try:
+                with warnings_in_voice(console, seen):
+                    outcome = next(outcomes, None)
+                    if outcome is not None:
+                        done[outcome.index] = _record(by_index[outcome.index], outcome, console,
+                                                      shown)
+                        bar.advance(sweep)
+                        for text in outcome.warnings:  # the worker's, after its line
+                            warnings.warn(text, UserWarning, stacklevel=1)
+            except KeyboardInterrupt as exc:
+                stopped = [items[i][2] for i in executor.unfinished]
+                raise AblationInterrupted(
+                    [d for d in done if isinstance(d, FinishedRun)],
+                    stopped[0] if stopped else "the sweep", exc, reuse,
+                    stopped if shown else ()) from exc
+
+
+def _record(task: Task, outcome: Any, console: Any, done_line: bool) -> FinishedRun | FailedRun:
+    """The outcome as a finished or failed run; with a ``console``, a line for a failure and,
+    with ``done_line``, one for a finished run."""
+    cfg, transform = task.config, task.detail.rpartition("transform ")[2]  # sweep_runs wrote it
+    if outcome.error is not None:
+        if console:
+            console.print(f"[red]failed[/] {task.label} ({task.detail}): {_escape(outcome.error)}")
+        return FailedRun(task.label, cfg.seed, transform, outcome.error)
+    run_dir = Path(outcome.run_dir)
+    if console and done_line:
+        console.print(f"[green]done[/] {task.label} ({task.detail}): {run_dir.name} "
+                      f"({outcome.seconds:.0f} s)")
+    return FinishedRun(task.label, cfg.seed, transform, run_dir, reused=False)
+
+
+def _list_failures(done: Sequence[Any], console: Any) -> None:
+    failed = [d for d in done if isinstance(d, FailedRun)]
+    if not failed or not console:
+        return
+    n = len(done)
+    console.print(f"[bold red]{len(failed)} of {n} run{'' if n == 1 else 's'} failed[/] "
+                  "(left out of the table):")
+    for f in failed:
+        console.print(f"  {f.label} (seed {f.seed}, transform {f.transform}): "
+                      f"{_escape(f.error)}")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def _row(done: FinishedRun, checkpoint: str) -> dict[str, Any]:

@@ -89,21 +89,25 @@ def select(boards: Sequence[Board], files: Sequence[str | Path]) -> list[Board]:
 
 def build(board: Board, boards_file: Path, runs_dir: Path, reuse: bool = True,
           console: Any = None, progress: bool = True,
-          run_command: Callable[[str], None] | None = None, allow_edited: bool = False) -> str:
+          run_command: Callable[[str], None] | None = None, allow_edited: bool = False,
+          executor: Any = None) -> str:
     """Train (or reuse) the board's runs and return its markdown. ``run_command`` runs each
     of the board's preparation command lines (``fbench data landmarks ...``); the CLI passes
     its own, since this module sits below it. A reused run whose results were edited after
     it was stored is refused (:class:`fbench.runs.digests.EditedRunError`) unless
-    ``allow_edited``: then the table marks it."""
+    ``allow_edited``: then the table marks it. The missing runs train on ``executor``
+    (:mod:`fbench.use.executors`); a committed table is never written with a run missing,
+    so a failed run is an :class:`fbench.use.executors.SweepFailed` (the others are stored)."""
     from fbench.runs.store import allow_edited_runs
 
     # ablate loads the runs it reuses itself: the setting reaches it through the store
     with allow_edited_runs(allow_edited):
-        return _build(board, boards_file, runs_dir, reuse, console, progress, run_command)
+        return _build(board, boards_file, runs_dir, reuse, console, progress, run_command,
+                      executor)
 
 
 def _build(board: Board, boards_file: Path, runs_dir: Path, reuse: bool, console: Any,
-           progress: bool, run_command: Callable[[str], None] | None) -> str:
+           progress: bool, run_command: Callable[[str], None] | None, executor: Any) -> str:
     from fbench.report.ablate import ablate, ablation_markdown, resolve_variants
     from fbench.report.leaderboard import leaderboard, render
     from fbench.runs.store import load_run, prepare_out_dir
@@ -123,7 +127,12 @@ def _build(board: Board, boards_file: Path, runs_dir: Path, reuse: bool, console
                                source=f"{boards_file} ({board.file.name})")
     prepare_out_dir(runs_dir)
     rows = ablate(variants, base, list(range(base.seed, base.seed + board.seeds)), reuse=reuse,
-                  console=console, progress=progress)
+                  console=console, progress=progress, executor=executor)
+    if rows.attrs.get("failed"):
+        from fbench.use.executors import SweepFailed
+
+        raise SweepFailed([(f"{f.label} (seed {f.seed}, transform {f.transform})", f.error)
+                           for f in rows.attrs["failed"]])
     command = board.command(boards_file)
     if board.kind == "ablation":
         return ablation_markdown(rows, spec, command)
