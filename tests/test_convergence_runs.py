@@ -113,3 +113,21 @@ def test_a_run_stored_before_schedules_reads_back_as_it_trained():
 def test_bad_convergence_settings_are_one_line(setting, value):
     with pytest.raises(fbench.FbenchError, match=f"setting {setting} must be"):
         RunConfig(**{setting: value})
+
+
+def test_convergence_settings_make_different_configurations():
+    """A cosine run is never reused for, or averaged with, a constant-rate one; a run stored
+    before these settings existed is the constant, no-stop configuration it trained as."""
+    from fbench.report.tables import configuration_key
+
+    base = {"detector": "resnet18", "dataset": "synthetic", "epochs": 8, "lr": 1e-3,
+            "detector_options": {}, "dataset_fingerprint": {}}
+    new = {**base, "schedule": "cosine", "warmup_epochs": 0, "patience": 3, "min_delta": 0.0,
+           "collapse_epochs": 3, "precise_bn": 6, "clip_grad": None}
+    assert configuration_key(new) != configuration_key(base)
+    for key, value in (("schedule", "step"), ("patience", 0), ("precise_bn", 0),
+                       ("clip_grad", 1.0)):
+        assert configuration_key({**new, key: value}) != configuration_key(new), key
+    old_as_new = {**base, "schedule": "constant", "warmup_epochs": 0, "patience": 0,
+                  "min_delta": 0.0, "collapse_epochs": 0, "precise_bn": 0, "clip_grad": None}
+    assert configuration_key(old_as_new) == configuration_key(base)

@@ -130,3 +130,53 @@ def data_audit_cmd(dataset: str, data_root: Path | None, near: int,
         raise FbenchError(f"audit of {dataset} failed: {summary}.",
                           "rebuild the dataset with grouped splits.")
     console.print(f"audit of {dataset} passed: {summary}.")
+
+
+@data_group.command("cache")
+@click.argument("dataset")
+@click.option("--input-size", type=click.IntRange(min=8), required=True,
+              help="Side of the square images to cache: the input size of the runs that will "
+              "read it (`fbench run` prints it).")
+@options.resample
+@options.data_root
+@options.dataset_option
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Decoding threads. [default: one per core]")
+@options.no_progress
+def data_cache_cmd(dataset: str, input_size: int, resample: str | None, data_root: Path | None,
+                   dataset_option: tuple[str, ...], threads: int | None,
+                   no_progress: bool) -> None:
+    """Decode and resize every image of DATASET once into the decoded-image cache (under
+    $FBENCH_CACHE/images), which `fbench run` then reads instead of decoding each epoch
+    (--cache auto, the default). Runs with the same images, rows, input size and resampler
+    use it; a changed image or row makes it out of date.
+
+    \b
+    fbench data cache seg_2 --data-root built/seg_2 --input-size 224
+    """
+    import time
+
+    from fbench.api import load_dataset
+    from fbench.data.cache import build_cache
+    from fbench.plugins.registry import get_registry
+    from fbench.train.config import parse_assignments
+
+    spec = get_registry().get("dataset", dataset)
+    dataset_options = parse_assignments(dataset_option, "--dataset-option")
+    manifest = load_dataset(dataset, str(data_root) if data_root else None, **dataset_options)
+    start = time.perf_counter()
+    cache, built = build_cache(manifest, input_size, resample or "bilinear", spec.has_masks,
+                               threads=threads, progress=not no_progress,
+                               console=make_console(stderr=True))
+    size_mb = sum(f.stat().st_size for f in cache.path.glob("*.npy")) / 2**20
+    what = (f"{len(cache)} images, {cache.input_size} px, {cache.resample}"
+            + (", with masks" if spec.has_masks else "") + f", {size_mb:.0f} MB")
+    console = make_console()
+    if built:
+        seconds = time.perf_counter() - start
+        console.print(f"cached {dataset} ({what}) in {seconds:.1f} s "
+                      f"({len(cache) / max(seconds, 1e-9):.0f} images/s): {cache.path}",
+                      markup=False, highlight=False)
+    else:
+        console.print(f"already built: {dataset} ({what}) in {cache.path}",
+                      markup=False, highlight=False)

@@ -27,6 +27,10 @@ input_size = click.option("--input-size", type=click.IntRange(min=8),
 resample = click.option("--resample", type=click.Choice(["bilinear", "area"]),
                         help="How images are resized to the input size: antialiased bilinear "
                         "(as torchvision and the thesis) or OpenCV area. [default: bilinear]")
+cache = click.option("--cache", type=click.Choice(["auto", "off", "build"]),
+                     help="The decoded-image cache (`fbench data cache`): auto reads it when it "
+                     "is built for the run's images, size and resampler (else decodes), build "
+                     "builds it first when missing, off never touches it. [default: auto]")
 protocol = click.option("--protocol",
                         help="fbench (these defaults and the detector's preferences) or a "
                         "published training recipe the detector declares, e.g. thesis (Adam, "

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 @options.precision
 @options.input_size
 @options.resample
+@options.cache
 @options.protocol
 @click.option("--tf32", is_flag=True,
               help="Allow TF32 convolutions/matmuls on CUDA (faster, less exact; off by "

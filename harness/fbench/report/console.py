@@ -57,6 +57,8 @@ BENCH_COLUMNS = [
     ("batch", "batch_size", None), ("px", "input_size", None),
     ("precision", "precision", None),
     ("data img/s", "data_images_per_s", "{:.0f}"),
+    ("data img/s per core: decode", "decode_images_per_core_s", "{:.0f}"),
+    ("data img/s per core: cache", "cache_images_per_core_s", "{:.0f}"),
     ("model img/s (bare loop)", "bare_images_per_s", "{:.1f}"),
     ("fbench step img/s", "step_images_per_s", "{:.1f}"),
     ("fbench + loader img/s", "epoch_images_per_s", "{:.1f}"),

@@ -22,14 +22,20 @@ from fbench.runs.store import Run
 # used them, and the data's fingerprint. Everything but the seed and where a run is stored.
 SETTING_KEYS = ("detector", "dataset", "transform", "protocol", "optimizer", "lr",
                 "weight_decay", "batch_size", "epochs", "precision", "tf32", "val_fraction",
-                "input_size", "resample", "dataset_options", "transform_options")
-# Runs stored before a setting was recorded used what fbench then did.
+                "input_size", "resample", "dataset_options", "transform_options",
+                "schedule", "warmup_epochs", "patience", "min_delta", "collapse_epochs",
+                "precise_bn", "clip_grad")
+# Runs stored before a setting was recorded used what fbench then did (before schedules:
+# a constant rate, every epoch to the ceiling, running BatchNorm statistics, no clipping).
 LEGACY_SETTINGS = {"protocol": "fbench", "tf32": False, "resample": "area",
                    "weight_decay": 1e-4, "optimizer": "adam", "precision": "fp32",
-                   "val_fraction": 0.1}
+                   "val_fraction": 0.1, "schedule": "constant", "warmup_epochs": 0,
+                   "patience": 0, "min_delta": 0.0, "collapse_epochs": 0, "precise_bn": 0,
+                   "clip_grad": None}
 # Settings worth a table column when they differ between the rows of one table.
 SHOWN_SETTINGS = ("protocol", "resample", "precision", "tf32", "optimizer", "lr",
-                  "weight_decay", "batch_size", "epochs", "input_size", "val_fraction")
+                  "weight_decay", "batch_size", "epochs", "input_size", "val_fraction",
+                  "schedule", "warmup_epochs", "patience", "precise_bn", "clip_grad")
 
 
 def configuration(config: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,8 @@ _CHECKS: dict[str, tuple[tuple[type, ...], Any, str, str]] = {
     "audit": (_BOOL, lambda v: True, "", "audit = true"),
     "skip_bad": (_BOOL, lambda v: True, "", "skip_bad = false"),
     "cache_images": (_BOOL, lambda v: True, "", "cache_images = true"),
+    "cache": (_STR, lambda v: v in ("auto", "off", "build"), "auto, off or build",
+              'cache = "auto"'),
     "detector": (_STR, lambda v: True, "", 'detector = "resnet18"'),
     "dataset": (_STR, lambda v: True, "", 'dataset = "synthetic"'),
     "transform": (_STR, lambda v: True, "", 'transform = "dct"'),
@@ -93,6 +95,8 @@ class RunConfig:
     size (see :data:`fbench.data.images.RESAMPLERS`). ``protocol``: ``fbench`` (the settings
     here and the detector's preferences) or a published training recipe the detector declares in
     ``DetectorSpec.protocols`` (``thesis``), applied under any flag the user gives.
+    ``cache``: the decoded-image cache (:mod:`fbench.data.cache`): ``auto`` reads it when it is
+    built, ``build`` builds it first when missing, ``off`` never touches it.
 
     Convergence: ``epochs`` is the ceiling; ``schedule`` (cosine, step, constant) with a linear
     ``warmup_epochs``; ``patience`` epochs without a validation macro-F1 gain above
@@ -126,6 +130,7 @@ class RunConfig:
     val_fraction: float = 0.1
     workers: int = 0
     cache_images: bool | None = None
+    cache: str = "auto"
     audit: bool = True
     skip_bad: bool = False
     data_root: str | None = None

@@ -110,7 +110,7 @@ class _Training:
         seed_everything(cfg.seed, deterministic=self.device.type == "cpu")
         self.model = r.build_model().to(self.device)
         self.transform = r.build_transform().to(self.device)
-        self.loaders = build_loaders(r, self.device, self.ctx)
+        self.loaders = build_loaders(r, self.device, self.ctx, progress=self.progress)
         self.loader_gen = self.loaders.train.generator or torch.Generator()
         self.optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr,
                                         cfg.weight_decay)
@@ -173,7 +173,8 @@ class _Training:
 
         r, w = self.r, self.writer
         stored = r.stored_config(**r.parameter_counts(self.model), device=str(self.device),
-                                 world_size=self.ctx.world_size)
+                                 world_size=self.ctx.world_size,
+                                 cache_used=self.loaders.cache_used)
         stored["warnings"] = r.warnings()
         for line in stored["warnings"]:
             self.console.print(f"[bold yellow]warning:[/] {line}")

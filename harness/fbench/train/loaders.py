@@ -1,5 +1,7 @@
 """The data loaders of a run: train (shuffled, seeded; sharded under torchrun), val and eval
-(unpadded shards, gathered afterwards), over the manifest's decoded images."""
+(unpadded shards, gathered afterwards), over the manifest's decoded images: read from the
+decoded-image cache (:mod:`fbench.data.cache`) when the run's ``cache`` setting allows it and
+one is built (or ``build``: built first), else decoded as they are loaded."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from fbench.data.cache import CachedDataset, ImageCache, build_cache, open_cache
 from fbench.data.images import ManifestDataset, collate
-from fbench.train.distributed import DistContext, ShardSampler
+from fbench.train.distributed import DistContext, ShardSampler, barrier
 from fbench.train.resolve import ResolvedRun
 
 
@@ -20,10 +23,29 @@ class Loaders:
     train: DataLoader
     val: DataLoader
     eval: DataLoader
+    cache_used: bool = False
+    """Whether the images came from the decoded-image cache (else they are decoded)."""
+
+
+def image_cache(r: ResolvedRun, ctx: DistContext | None = None,
+                progress: bool = True) -> ImageCache | None:
+    """The decoded-image cache the run reads, per its ``cache`` setting: ``off`` none, ``auto``
+    the built one (None when there is none, or it is out of date: a warning says so),
+    ``build`` the built one, built first when missing (by rank 0 under torchrun)."""
+    setting = r.config.cache
+    if setting == "off":
+        return None
+    args = (r.manifest, r.input_size, r.config.resample, r.dataset.has_masks)
+    ctx = ctx or DistContext()
+    if setting == "build":
+        if ctx.is_main:
+            build_cache(*args, r.image_hashes, progress=progress)
+        barrier(ctx)
+    return open_cache(*args, r.image_hashes)
 
 
 def build_loaders(r: ResolvedRun, device: torch.device,
-                  ctx: DistContext | None = None) -> Loaders:
+                  ctx: DistContext | None = None, progress: bool = True) -> Loaders:
     cfg = r.config
     size = r.input_size
     n = len(r.manifest)
@@ -34,11 +56,14 @@ def build_loaders(r: ResolvedRun, device: torch.device,
     gen = torch.Generator().manual_seed(cfg.seed)
 
     ctx = ctx or DistContext()
+    # read from the cache's memory map (the OS keeps its pages), never also kept in memory
+    images = image_cache(r, ctx, progress)
 
     def loader(split: str, shuffle: bool) -> DataLoader:
         rows = r.manifest[r.manifest["split"] == split]
-        ds = ManifestDataset(rows, size, with_masks=with_masks, cache=cache,
-                             resample=cfg.resample)
+        ds = (CachedDataset(rows, images, with_masks=with_masks) if images is not None
+              else ManifestDataset(rows, size, with_masks=with_masks, cache=cache,
+                                   resample=cfg.resample))
         sampler = None
         if ctx.enabled:
             from torch.utils.data.distributed import DistributedSampler
@@ -59,7 +84,8 @@ def build_loaders(r: ResolvedRun, device: torch.device,
             drop_last=shuffle and len(ds) > cfg.batch_size * ctx.world_size,
         )
 
-    return Loaders(loader("train", True), loader("val", False), loader("eval", False))
+    return Loaders(loader("train", True), loader("val", False), loader("eval", False),
+                   cache_used=images is not None)
 
 
 def precise_bn_batches(train: DataLoader, n: int, seed: int) -> Iterator[Any]:

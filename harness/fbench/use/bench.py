@@ -2,7 +2,9 @@
 
 Four numbers for one detector, batch size and input size:
 
-- data pipeline alone: images/s of the training DataLoader (decode, resize, collate), no model;
+- data pipeline alone: images/s of the training DataLoader (decode, resize, collate), no
+  model; and per core, decoding or reading a decoded-image cache
+  (:func:`fbench.data.cache.loading_rates`);
 - bare loop: a minimal hand-written training step on tensors already in memory (transform,
   forward, the detector's loss, backward, optimizer step): what the model itself costs;
 - fbench step: the engine's own training loop (``train_one_epoch``: batch preparation, the
@@ -59,6 +61,9 @@ class BenchResult:
     overhead_high: float | None = None
     """The lowest and highest overhead of one round (fbench step / bare loop of that round):
     how far apart the repeats were, where the median is ``overhead_ratio``."""
+    decode_images_per_core_s: float | None = None
+    cache_images_per_core_s: float | None = None
+    """Images per CPU-second of the data pipeline, decoding or reading the cache."""
 
     def as_row(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "shares"} | {
@@ -142,6 +147,7 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
     """Measure one configuration (see the module docstring). ``config`` names the detector,
     dataset (for the data pipeline and batch contents), batch size, input size, device and
     precision (``auto``: bf16 on CUDA, fp32 on CPU)."""
+    from fbench.data.cache import loading_rates
     from fbench.plugins.detector import count_parameters
     from fbench.progress import make_progress
     from fbench.train.engine import (
@@ -178,6 +184,10 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
 
     # 1. the data pipeline alone
     data_rate, raw_batches = _data_pipeline(loaders.train, steps, data_batches, device)
+    # per core: decoding, and reading from a decoded-image cache, the first training images
+    decode_rate, cache_rate = loading_rates(
+        r.manifest[r.manifest["split"] == "train"].head(cfg.batch_size * data_batches),
+        r.input_size, cfg.resample, r.dataset.has_masks, cfg.batch_size)
 
     forward: torch.nn.Module = model
     if compile_model:
@@ -246,6 +256,7 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
         achieved_tflops=None if flops is None else flops / bare_s / 1e12,
         params_m=count_parameters(model) / 1e6, shares=shares,
         overhead_low=min(per_round), overhead_high=max(per_round),
+        decode_images_per_core_s=decode_rate, cache_images_per_core_s=cache_rate,
     )
 
 
