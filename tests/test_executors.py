@@ -188,6 +188,7 @@ def test_ctrl_c_in_a_parallel_sweep_names_the_finished_and_the_stopped_runs(tmp_
 
 # -- side by side in a process pool ------------------------------------------------------------
 
+@pytest.mark.slow  # a cluster or process pool starting: seconds to a minute each
 def test_jobs_2_gives_the_predictions_of_one_after_another(reference, tmp_path):
     threads = max(1, (os.cpu_count() or 1) // 2)  # what each of the two workers uses
     if threads != 1:  # the reference was made with one thread: make one with as many
@@ -207,6 +208,7 @@ def test_jobs_2_gives_the_predictions_of_one_after_another(reference, tmp_path):
     assert "--jobs" not in (out / "ablation-detectors-synthetic.md").read_text()
 
 
+@pytest.mark.slow  # a cluster or process pool starting: seconds to a minute each
 def test_ctrl_c_stops_the_runs_side_by_side_and_starts_no_other(tmp_path):
     """A real Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while two runs
     train side by side: both unwind and mark themselves interrupted, the third never starts,
@@ -252,6 +254,7 @@ def _states(out: Path) -> list[str]:
 
 # -- Ray ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a cluster or process pool starting: seconds to a minute each
 def test_ray_started_for_the_sweep_reports_a_failed_run_and_completes_the_other(
         tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
@@ -289,6 +292,7 @@ def two_nodes():
     cluster.shutdown()
 
 
+@pytest.mark.slow  # a cluster or process pool starting: seconds to a minute each
 def test_ray_sweep_on_two_nodes_matches_local_and_resumes(two_nodes, reference, tmp_path,
                                                           capsys):
     import ray
@@ -312,6 +316,7 @@ def test_ray_sweep_on_two_nodes_matches_local_and_resumes(two_nodes, reference, 
 
 # -- SLURM through submitit (its local stand-in) -------------------------------------------------
 
+@pytest.mark.slow  # a cluster or process pool starting: seconds to a minute each
 def test_submitit_jobs_store_the_runs_a_local_sweep_makes(submitit, reference, tmp_path):
     out = tmp_path / "runs"
     runs = fbench.sweep(configs(out, seeds=[0, 1]), executor="slurm", slurm_cluster="local",
