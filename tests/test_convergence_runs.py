@@ -88,11 +88,11 @@ def test_fbench_defaults_and_the_thesis_protocol_resolve_as_documented(small_dat
     resolved = resolve(RunConfig(**base))
     ours = resolved.config
     steps = int((resolved.manifest["split"] == "train").sum()) // 8
-    # resnet18 prefers 8 epochs: no warm-up below a ceiling of 10; a few steps an epoch, all
-    # of them for precise BN
+    # resnet18 prefers a ceiling of 12 epochs: one of warm-up (none below 10); a few steps an
+    # epoch, all of them for precise BN
     assert (ours.schedule, ours.patience, ours.collapse_epochs) == ("cosine", 3, 3)
-    assert ours.warmup_epochs == 0 and 0 < ours.precise_bn == steps < 32
-    assert resolve(RunConfig(**base, epochs=10)).config.warmup_epochs == 1
+    assert ours.warmup_epochs == 1 and 0 < ours.precise_bn == steps < 32
+    assert resolve(RunConfig(**base, epochs=9)).config.warmup_epochs == 0
     thesis = resolve(RunConfig(**base, protocol="thesis")).config
     assert (thesis.schedule, thesis.warmup_epochs, thesis.patience, thesis.collapse_epochs,
             thesis.precise_bn) == ("constant", 0, 0, 0, 0)

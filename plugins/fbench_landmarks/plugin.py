@@ -58,7 +58,7 @@ def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
         # masks and says so when a dataset has none.
         needs_masks=False,
         needs_landmarks=True,
-        defaults={"lr": 1e-3, "batch_size": 32},
+        defaults={"lr": 1e-3, "batch_size": 32},  # lr measured: docs/lr-sweep.md
         traits={"backbone": "ResNet18 + small CNN", "head": "landmark heatmaps",
                 "fusion": "mid (option)", "multi_task": "optional (mask)"},
     ))

@@ -42,7 +42,7 @@ def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
         input_size=224,
         transform="raw",
         needs_masks=True,
-        defaults={"lr": 1e-3, "batch_size": 32},
+        defaults={"lr": 3e-3, "batch_size": 32},  # lr measured: docs/lr-sweep.md
         traits={"backbone": "EfficientNet-B0 ×2", "head": "high-pass DCT",
                 "fusion": "RGB-frequency attention", "multi_task": "yes (similarity, mask)"},
     ))
