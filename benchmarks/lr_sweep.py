@@ -8,6 +8,7 @@ is shown beside it for the record. The table goes to ``docs/lr-sweep.md``; the r
 
     python benchmarks/lr_sweep.py                 # every family
     python benchmarks/lr_sweep.py resnet18 graftnet
+    python benchmarks/lr_sweep.py --table         # the table from the stored runs only
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ SETTINGS = {"dataset": "synthetic", "epochs": 12, "batch_size": 32, "seed": 0,
 TARGET = Path("docs/lr-sweep.md")
 
 
-def sweep(detectors: list[str]) -> pd.DataFrame:
+def sweep(detectors: list[str], train: bool = True) -> pd.DataFrame:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -54,6 +55,8 @@ def sweep(detectors: list[str]) -> pd.DataFrame:
             resolved = resolve(cfg)
             stored = resolved.stored_config(dataset_fingerprint=resolved.dataset_identity())
             run_dir = find_stored_run(cfg.out, stored)
+            if run_dir is None and not train:
+                continue  # --table: only what was measured
             if run_dir is None:
                 console.print(f"[bold]{detector}[/] lr {lr:g}: training")
                 t0 = time.time()
@@ -92,7 +95,9 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or list(DETECTORS)
-    table = sweep(chosen)
+    args = sys.argv[1:]
+    table_only = "--table" in args  # rewrite the table from the stored runs, train nothing
+    chosen = [a for a in args if a != "--table"] or list(DETECTORS)
+    table = sweep(chosen, train=not table_only)
     TARGET.write_text(markdown(table))
     print(markdown(table))
