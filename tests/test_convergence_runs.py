@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from tiny import tiny_plugin
+from tiny import blind_detector, tiny_plugin
 
 import fbench
 from fbench.cli import cli
@@ -18,27 +18,11 @@ from fbench.train.resolve import resolve
 DATA = {"n_per_class": 20, "image_size": 32}
 
 
-def _stuck(num_classes: int = 3):
-    """Ignores its image: every prediction is one class, every epoch (a collapse)."""
-    import torch
-    from torch import nn
-
-    class Stuck(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bias = nn.Parameter(torch.zeros(num_classes))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x.new_zeros(len(x), 1) + self.bias
-
-    return Stuck()
-
-
 class StuckPlugin:
     @fbench.hookimpl
     def register_detectors(self, register):
-        register(fbench.DetectorSpec(name="stuck", summary="t", factory=_stuck, input_size=32,
-                                     defaults={"lr": 1e-4}))
+        register(fbench.DetectorSpec(name="stuck", summary="t", factory=blind_detector,
+                                     input_size=32, defaults={"lr": 1e-4}))
 
 
 def test_a_run_collapsed_for_k_epochs_stops_and_says_why(tmp_path):

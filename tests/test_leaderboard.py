@@ -8,7 +8,7 @@ import io
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from tiny import tiny_cnn
+from tiny import blind_detector, tiny_cnn
 
 import fbench
 from fbench.cli import cli
@@ -105,27 +105,11 @@ def test_thesis_layout_of_stored_runs(runs_dir):
     assert bad.exit_code != 0 and "markdown only" in bad.output
 
 
-def _flat(num_classes: int = 3, spare: int = 0):
-    """A detector that ignores its image: it predicts one class for every image, so its runs
-    always collapse, and ``spare`` (unused) makes configurations that score exactly alike."""
-    import torch
-    from torch import nn
-
-    class Flat(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bias = nn.Parameter(torch.zeros(num_classes))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x.new_zeros(len(x), 1) + self.bias
-
-    return Flat()
-
-
 class FlatPlugin:
     @fbench.hookimpl
     def register_detectors(self, register):
-        register(fbench.DetectorSpec(name="lb-flat", summary="t", factory=_flat, input_size=32))
+        register(fbench.DetectorSpec(name="lb-flat", summary="t", factory=blind_detector,
+                                     input_size=32))
 
 
 def test_equal_scores_rank_in_a_fixed_order(tmp_path):

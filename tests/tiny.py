@@ -3,6 +3,24 @@
 from __future__ import annotations
 
 
+def blind_detector(num_classes: int = 3, spare: int = 0):
+    """Ignores its image: a learnable bias is every image's logits, so it predicts one class
+    for all of them (a run of it always collapses). ``spare`` is unused: it makes
+    configurations that score exactly alike."""
+    import torch
+    from torch import nn
+
+    class Blind(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = nn.Parameter(torch.zeros(num_classes))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.new_zeros(len(x), 1) + self.bias
+
+    return Blind()
+
+
 def tiny_cnn(num_classes: int = 3, width: int = 4, depth: int = 1):
     """``depth`` conv-ReLU layers, global pooling, a linear head."""
     from torch import nn
