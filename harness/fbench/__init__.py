@@ -60,6 +60,7 @@ _LAZY = {
     "load_landmarks": "fbench.data.landmarks",
     # the one image reader and truncation rule, for plugins that read images
     "read_image": "fbench.data.images",
+    "header_size": "fbench.data.images",
     "truncation_reason": "fbench.data.images",
     "UnreadableImage": "fbench.data.images",
     # the shortcut probe: which cheap cues predict the label before a table is believed
@@ -106,7 +107,12 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from fbench.data.audit import difference_hash
     from fbench.data.built import load_built_dataset
-    from fbench.data.images import UnreadableImage, read_image, truncation_reason
+    from fbench.data.images import (
+        UnreadableImage,
+        header_size,
+        read_image,
+        truncation_reason,
+    )
     from fbench.data.landmarks import load_landmarks, write_landmark_cache
     from fbench.data.manifest import make_manifest, parse_label, validate_manifest
     from fbench.data.probe import run_probe, shortcut_warnings, stored_probe

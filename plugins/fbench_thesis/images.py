@@ -32,28 +32,15 @@ def list_images(directory: str | os.PathLike, recursive: bool = True) -> list[Pa
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(width, height)`` from the file header. Raises :class:`FbenchError` naming the file
-    when it is not a readable image."""
+    """``(width, height)`` from the file header (``fbench.header_size``). Raises
+    :class:`FbenchError` naming the file when it is not a readable image."""
+    from fbench import header_size
+
     try:
-        from PIL import Image
-    except ImportError:  # pillow comes with matplotlib; decode fully only if it is missing
-        return _size_by_decoding(path)
-    try:
-        with Image.open(path) as im:
-            return int(im.width), int(im.height)
+        return header_size(path)
     except (OSError, ValueError, SyntaxError):
         raise FbenchError(f"image {path} cannot be read (not an image, or truncated).",
                           "replace or remove it.") from None
-
-
-def _size_by_decoding(path: str | os.PathLike) -> tuple[int, int]:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise FbenchError(f"image {path} cannot be read (not an image, or truncated).",
-                          "replace or remove it.")
-    return int(img.shape[1]), int(img.shape[0])
 
 
 def write_image_atomically(path: Path, image) -> None:

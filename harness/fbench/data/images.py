@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -183,13 +184,75 @@ def _quiet_opencv() -> Iterator[None]:
         cv2.setLogLevel(level)
 
 
-def _looks_like_image(data: bytes) -> bool:
-    """Whether ``data`` starts like an image format OpenCV reads (PNG, JPEG, BMP, TIFF, WebP,
-    PNM, JPEG 2000; not GIF, which OpenCV builds often cannot decode)."""
-    return (data.startswith((_PNG_MAGIC, _JPEG_MAGIC, b"BM", b"II*\x00", b"MM\x00*",
-                             b"\x00\x00\x00\x0cjP  "))
-            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
-            or (len(data) > 2 and data[0:1] == b"P" and data[1:2] in b"123456"))
+FORMATS = {  # fbench's name: Pillow's name (Pillow reads the header that a pixel limit checks)
+    "PNG": "PNG", "JPEG": "JPEG", "BMP": "BMP", "TIFF": "TIFF", "WebP": "WEBP", "GIF": "GIF",
+    "PNM": "PPM", "JPEG 2000": "JPEG2000", "Sun raster": "SUN",
+}
+"""The formats recognised by their signature. Formats whose header Pillow cannot read (EXR,
+Radiance HDR, PFM, PAM, AVIF) are left out: their size could only be learnt by decoding them."""
+
+_SIGNATURES = (
+    (_PNG_MAGIC, "PNG"), (_JPEG_MAGIC, "JPEG"), (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"),
+    (b"MM\x00+", "TIFF"), (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"\x59\xa6\x6a\x95", "Sun raster"),
+)
+_BMP_INFO_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})  # the DIB header versions
+HEAD_BYTES = 32
+"""How many leading bytes :func:`sniff_format` needs."""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format whose signature ``head`` (a file's first :data:`HEAD_BYTES` bytes)
+    starts with, or None."""
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    # "BM" alone starts many text files ("BMW ..."): the DIB header size must be a real one
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in _BMP_INFO_SIZES:
+        return "BMP"
+    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2] in b" \t\r\n":
+        return "PNM"
+    return None
+
+
+def header_size(source: str | os.PathLike | BinaryIO, fmt: str | None = None) -> tuple[int, int]:
+    """``(width, height)`` from an image's header: Pillow decodes nothing on open, so a few
+    bytes claiming 40000 x 40000 pixels cost nothing here. ``fmt`` (a :data:`FORMATS` key)
+    restricts the parser. Raises whatever Pillow raises on a header it cannot read. Pillow's
+    own decompression-bomb limit is lifted for the call: callers apply fbench's
+    (:func:`pixel_limit_problem`), with a message."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():  # Pillow's complaints about odd metadata: not ours
+            warnings.simplefilter("ignore")
+            with Image.open(source, formats=[FORMATS[fmt]] if fmt else None) as im:
+                return int(im.width), int(im.height)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:.0f} MP" if n >= 10_000_000 else f"{n:,} pixels"
+
+
+def pixel_limit_problem(width: int, height: int, max_pixels: int, hint: str = "") -> str | None:
+    """``too large (WxH = N MP, limit M MP<hint>)`` above ``max_pixels``, else None: the one
+    wording of the pixel limit, for ``fbench run``'s pre-run check and ``fbench predict``."""
+    if width * height <= max_pixels:
+        return None
+    return (f"too large ({width}x{height} = {_pixels(width * height)}, limit "
+            f"{_pixels(max_pixels)}{hint})")
+
+
+OPENCV_UNREADABLE = frozenset({"GIF"})
+"""Recognised formats that OpenCV builds often cannot decode at all (so a failure to decode one
+does not mean the file is corrupt)."""
 
 
 def _decode_raw(data: bytes, name: str, flags: int) -> np.ndarray:
@@ -203,8 +266,11 @@ def _decode_raw(data: bytes, name: str, flags: int) -> np.ndarray:
     if img is None:
         # judged from the bytes: OpenCV's haveImageReader opens the *name*, and crashes on a
         # name that is not valid UTF-8
-        reason = ("corrupt (OpenCV recognises the format but cannot decode it)"
-                  if _looks_like_image(data) else "not an image OpenCV can decode")
+        fmt = sniff_format(data[:HEAD_BYTES])
+        reason = ("not an image OpenCV can decode" if fmt is None
+                  else f"a {fmt} that OpenCV cannot decode (corrupt, or unsupported by this "
+                  "build)" if fmt in OPENCV_UNREADABLE
+                  else "corrupt (OpenCV recognises the format but cannot decode it)")
         raise UnreadableImage(name, reason)
     return img
 

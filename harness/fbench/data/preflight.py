@@ -18,7 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from fbench.data.images import UnreadableImage, read_gray, read_image, truncation_reason
+from fbench.data.images import (
+    UnreadableImage,
+    header_size,
+    pixel_limit_problem,
+    read_gray,
+    read_image,
+    truncation_reason,
+)
 from fbench.data.manifest import resolve_path
 from fbench.errors import FbenchError
 
@@ -48,21 +55,15 @@ def image_problem(path: str, max_pixels: int = MAX_PIXELS) -> tuple[str | None, 
     if truncated:
         return f"is {truncated}", (0, 0)
     try:
-        from PIL import Image
-
-        Image.MAX_IMAGE_PIXELS = None  # fbench applies its own limit below, with a message
-        with Image.open(path) as im:  # reads the header only
-            width, height = im.size
-    except Exception as exc:
+        width, height = header_size(path)
+    except Exception as exc:  # noqa: BLE001 - any failure of Pillow's parsers
         # formats Pillow does not know may still be readable by OpenCV; decode to be sure
         try:
             height, width = read_image(path).shape[:2]
         except UnreadableImage:
             return f"cannot be decoded as an image ({type(exc).__name__})", (0, 0)
-    if width * height > max_pixels:
-        return (f"is too large ({width}x{height} = {width * height / 1e6:.0f} MP, limit "
-                f"{max_pixels / 1e6:.0f} MP)"), (width, height)
-    return None, (width, height)
+    too_large = pixel_limit_problem(width, height, max_pixels)
+    return (f"is {too_large}" if too_large else None), (width, height)
 
 
 def _mask_problem(path: str, image_size: tuple[int, int]) -> tuple[str | None, str | None]:

@@ -25,13 +25,19 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from fbench.data.images import (
+    FORMATS,
+    HEAD_BYTES,
+    header_size,
+    pixel_limit_problem,
+    sniff_format,
+)
 from fbench.errors import FbenchError
 
 STATUS_SCORED = "scored"
@@ -45,40 +51,6 @@ IMAGE_EXTENSIONS = frozenset({
 })
 """Names that promise an image: such a file that is not one fbench reads is reported as bad,
 not skipped silently. Content decides everything else."""
-
-FORMATS = {  # fbench's name: Pillow's name (Pillow reads the header that the limit checks)
-    "PNG": "PNG", "JPEG": "JPEG", "BMP": "BMP", "TIFF": "TIFF", "WebP": "WEBP", "GIF": "GIF",
-    "PNM": "PPM", "JPEG 2000": "JPEG2000", "Sun raster": "SUN",
-}
-"""The formats recognised by their signature. Formats whose header Pillow cannot read (EXR,
-Radiance HDR, PFM, PAM, AVIF) are left out: their size could only be learnt by decoding them."""
-
-_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"),
-    (b"MM\x00+", "TIFF"), (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
-    (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"\x59\xa6\x6a\x95", "Sun raster"),
-)
-_BMP_INFO_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})  # the DIB header versions
-HEAD_BYTES = 32
-"""How many leading bytes :func:`sniff_format` needs."""
-
-
-def sniff_format(head: bytes) -> str | None:
-    """The image format whose signature ``head`` (a file's first :data:`HEAD_BYTES` bytes)
-    starts with, or None."""
-    for magic, name in _SIGNATURES:
-        if head.startswith(magic):
-            return name
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    # "BM" alone starts many text files ("BMW ..."): the DIB header size must be a real one
-    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in _BMP_INFO_SIZES:
-        return "BMP"
-    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2] in b" \t\r\n":
-        return "PNM"
-    return None
-
 
 def display_name(path: str | os.PathLike) -> str:
     """``path`` as valid text: bytes of a name that are not UTF-8 (held by Python as
@@ -250,57 +222,24 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
 
 
 def _too_large(fh: BinaryIO, fmt: str, max_pixels: int) -> str | None:
-    """Why the image in ``fh`` is refused before decoding: its header (read by Pillow, which
-    decodes nothing on open) is unreadable, or claims more than ``max_pixels`` pixels."""
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # fbench applies its own limit below, with a message
+    """Why the image in ``fh`` is refused before decoding: its header is unreadable, or claims
+    more than ``max_pixels`` pixels."""
     try:
-        with warnings.catch_warnings():  # Pillow's complaints about odd metadata: not ours
-            warnings.simplefilter("ignore")
-            # Image.open leaves fh open as long as the image is not closed (closing closes fh)
-            width, height = Image.open(fh, formats=[FORMATS[fmt]]).size
+        width, height = header_size(fh, fmt)
     except Exception as exc:  # noqa: BLE001 - any failure of a parser on a stranger's bytes
         return f"corrupt (its {fmt} header cannot be read: {type(exc).__name__})"
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    if width * height > max_pixels:
-        return (f"too large ({width}x{height} = {_count(width * height)}, limit "
-                f"{_count(max_pixels)}; see --max-pixels)")
-    return None
+    return pixel_limit_problem(width, height, max_pixels, "; see --max-pixels")
 
 
-def _count(pixels: int) -> str:
-    return f"{pixels / 1e6:.0f} MP" if pixels >= 10_000_000 else f"{pixels:,} pixels"
-
-
-@contextlib.contextmanager
-def _quiet_opencv() -> Iterator[None]:
-    import cv2
-
-    level = cv2.getLogLevel()
-    cv2.setLogLevel(0)  # silent: the reason goes into the row instead
-    try:
-        yield
-    finally:
-        cv2.setLogLevel(level)
-
-
-def _decode(data: bytes, fmt: str) -> np.ndarray:
+def _decode(data: bytes) -> np.ndarray:
     import cv2
 
     from fbench.data.images import UnreadableImage, decode
 
     try:
-        # the name is only used in messages, and the decoder asks OpenCV about it: an empty
-        # one that OpenCV can neither open nor choke on, never the file's own name
-        with _quiet_opencv():
-            return decode(data, "")
+        return decode(data, "<bytes>")  # the reason goes in the row, beside the file's name
     except UnreadableImage as exc:
         reason = exc.reason
-        if reason.startswith("not an image OpenCV can decode"):
-            reason = f"a {fmt} that OpenCV cannot decode (corrupt, or unsupported by this build)"
     except (cv2.error, MemoryError, ValueError) as exc:  # e.g. OpenCV's own pixel limit
         detail = (str(exc).strip().splitlines() or [""])[-1].split("error: ")[-1][:160]
         who = "OpenCV" if isinstance(exc, cv2.error) else type(exc).__name__
@@ -327,7 +266,7 @@ def load_file(path: str, max_pixels: int) -> np.ndarray:
         raise FbenchError(f"not a regular file ({exc})") from None
     except OSError as exc:
         raise FbenchError(_read_error(path, exc)) from None
-    return _decode(data, fmt)
+    return _decode(data)
 
 
 def load_input(source: str | np.ndarray, max_pixels: int) -> np.ndarray:
