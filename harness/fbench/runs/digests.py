@@ -13,14 +13,14 @@ also rewrite ``digests.json``; it is not a signature against someone who rewrite
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from fbench.data.audit import file_sha256  # the one file hash (datasets use it too)
 from fbench.errors import FbenchError
 from fbench.files import read_json, write_json
 
 DIGESTS = "digests.json"
-ALGORITHM = "sha256"
+ALGORITHM = "sha256"  # what file_sha256 computes; recorded, so a reader can tell
 # The results a table is made of. The names are the run store's (fbench.runs.store); spelled
 # out here because the store reads this module, not the other way round.
 DIGESTED = ("predictions.parquet", "predictions-last.parquet", "summary.json")
@@ -37,11 +37,6 @@ class EditedRunError(FbenchError):
             f"(SHA-256 no longer matches its {DIGESTS}).",
             "restore the run's files, or pass --allow-edited (allow_edited=True in Python) to "
             "read it anyway, marked as edited in tables.")
-
-
-def file_sha256(path: str | Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, ALGORITHM).hexdigest()
 
 
 def record_digests(run_dir: str | Path) -> dict[str, str]:
