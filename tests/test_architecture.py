@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "harness" / "fbench"
 # low to high; a module may import from its own layer or a lower one
-LAYERS = ["errors", "files", "figures", "markdown", "progress", "plugins", "metrics", "data",
-          "runs", "train", "use", "report", "api", "cli"]
+LAYERS = ["errors", "files", "tempdirs", "figures", "markdown", "progress", "plugins",
+          "metrics", "data", "runs", "train", "use", "report", "api", "cli"]
 MAX_LINES = 400
 
 

@@ -55,6 +55,10 @@ _LAZY = {
     "write_json": "fbench.files",
     "write_parquet": "fbench.files",
     "read_json": "fbench.files",
+    # folders written under a temporary name, and what dead writers left of them
+    "make_owned_tmp_dir": "fbench.tempdirs",
+    "release_owned_tmp_dir": "fbench.tempdirs",
+    "remove_dead_tmp_dirs": "fbench.tempdirs",
     # the landmark cache a preparation command writes and a run reads
     "write_landmark_cache": "fbench.data.landmarks",
     "load_landmarks": "fbench.data.landmarks",
@@ -122,5 +126,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from fbench.plugins.detector import ClassifierDetector, Detector
     from fbench.plugins.registry import registered
     from fbench.progress import make_progress
+    from fbench.tempdirs import (
+        make_owned_tmp_dir,
+        release_owned_tmp_dir,
+        remove_dead_tmp_dirs,
+    )
     from fbench.train.config import RunConfig
     from fbench.train.weights import read_state_dict

@@ -2,11 +2,9 @@
 SIGTERM cleans up before the process exits, and the temporary folder of a generation that died
 without cleaning up (SIGKILL, power loss) is removed by the next generation.
 
-Temporary folders sit beside the dataset folders and are named
-``.<dataset>.tmp-<pid>-<host>-<random>``: the pid of the generating process and a short hash of
-its host name, so a later generation can tell a dead owner from a live one (two generations may
-run at once, also on two hosts sharing a cache). Inside, :data:`OWNER_FILE` holds the owner's
-start time, so a pid reused by another process does not keep a dead owner's folder forever.
+Temporary folders are fbench's owned temporary folders (``fbench.make_owned_tmp_dir``: named
+by the generating process and host, with its start time inside), so a later generation can tell
+a dead owner from a live one.
 
 Kept light (standard library only): the plugin module imports it, and ``fbench list`` imports
 every plugin.
@@ -14,12 +12,8 @@ every plugin.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -28,97 +22,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-OWNER_FILE = ".fbench-owner"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 T = TypeVar("T")
-# a dataset folder name (see plugin.dataset_dir_name) followed by the temporary marker
-_TMP_RE = re.compile(r"^\.n\d+-px\d+-seed-?\d+-[0-9a-f]{12}\.tmp-")
-_OWNED_RE = re.compile(r"^\.n\d+-px\d+-seed-?\d+-[0-9a-f]{12}\.tmp-(\d+)-([0-9a-f]{8})-")
-
-
-def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def tmp_prefix(dataset_name: str, pid: int | None = None) -> str:
-    """The name prefix of a temporary folder for ``dataset_name`` owned by ``pid`` (default:
-    this process) on this host; ``tempfile.mkdtemp`` adds the random tail."""
-    pid = os.getpid() if pid is None else pid
-    return f".{dataset_name}.tmp-{pid}-{_host_tag()}-"
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks since boot) of ``pid`` from ``/proc``, or None where
-    there is no ``/proc`` or the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after its last ")"
-    fields = stat[stat.rfind(")") + 2:].split()
-    return (fields[0], fields[19]) if len(fields) > 19 else None
-
-
-def claim(tmp: Path) -> None:
-    """Record this process's start time in ``tmp`` (see :func:`remove_stale`)."""
-    stat = _proc_stat(os.getpid())
-    if stat is not None:
-        (tmp / OWNER_FILE).write_text(stat[1] + "\n")
-
-
-def release(tmp: Path) -> None:
-    """Remove the owner record before ``tmp`` becomes the dataset folder."""
-    (tmp / OWNER_FILE).unlink(missing_ok=True)
-
-
-def _owner_alive(pid: int, tmp: Path) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: alive
-    except OSError:
-        return True  # cannot tell: never remove what may be a live generation's folder
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True
-    if stat[0] in "ZX":  # killed, not yet reaped by its parent: it generates nothing
-        return False
-    try:
-        recorded = (tmp / OWNER_FILE).read_text().strip()
-    except OSError:
-        return True  # no record (being created or renamed right now): trust the pid
-    return not recorded or recorded == stat[1]  # another start time: the pid was reused
+# the dataset folder names (see plugin.dataset_dir_name) whose temporary folders are ours
+DATASET_NAMES = r"n\d+-px\d+-seed-?\d+-[0-9a-f]{12}"
 
 
 def remove_stale(folder: Path, stale_after_s: float) -> list[Path]:
-    """Remove, in ``folder``, the temporary folders of synthetic generations that died: owned
-    by a process of this host that is gone. A folder of another host, or named before owners
-    were recorded, is removed once ``stale_after_s`` old. Return what was removed."""
-    removed = []
-    host = _host_tag()
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        if not _TMP_RE.match(entry.name):
-            continue
-        path = Path(entry.path)
-        owned = _OWNED_RE.match(entry.name)
-        try:
-            if owned and owned.group(2) == host:
-                dead = not _owner_alive(int(owned.group(1)), path)
-            else:
-                dead = time.time() - entry.stat().st_mtime > stale_after_s
-        except OSError:
-            continue
-        if dead and entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
+    """Remove, in ``folder``, the temporary folders of synthetic generations that died
+    (:func:`fbench.remove_dead_tmp_dirs` over the dataset folder names)."""
+    from fbench import remove_dead_tmp_dirs
+
+    return remove_dead_tmp_dirs(folder, DATASET_NAMES, stale_after_s)
 
 
 # --------------------------------------------------------------------------------------------

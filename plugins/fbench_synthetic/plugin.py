@@ -13,12 +13,17 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fbench import DatasetSpec, FbenchError, hookimpl
+from fbench import (
+    DatasetSpec,
+    FbenchError,
+    hookimpl,
+    make_owned_tmp_dir,
+    release_owned_tmp_dir,
+)
 from fbench_synthetic import lifecycle
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,10 +99,8 @@ def _generate_atomically(final: Path, gen, n_per_class: int, image_size: int, se
     # what generations that died left here (SIGKILL runs no cleanup), of any parameter set:
     # thousands of files each; a live generation's folder is kept
     lifecycle.remove_stale(final.parent, _STALE_TMP_S)
-    tmp = Path(tempfile.mkdtemp(prefix=lifecycle.tmp_prefix(final.name), dir=final.parent))
+    tmp = make_owned_tmp_dir(final)
     try:
-        lifecycle.claim(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         start = time.perf_counter()
         print(f"fbench: generating the synthetic dataset ({3 * n_per_class} images, "
               f"{image_size} px) into {final} ...", file=sys.stderr, flush=True)
@@ -109,7 +112,7 @@ def _generate_atomically(final: Path, gen, n_per_class: int, image_size: int, se
         if final.exists() and not (final / MANIFEST_FILE).is_file():
             # not ours to trust: a folder of that name without a manifest (made by hand?)
             shutil.rmtree(final)
-        lifecycle.release(tmp)
+        release_owned_tmp_dir(tmp)
         try:
             os.replace(tmp, final)
         except OSError:

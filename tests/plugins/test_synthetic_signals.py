@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from fbench.tempdirs import OWNER_FILE, claim, owned_tmp_prefix
 from fbench_synthetic import generate as gen
 from fbench_synthetic import lifecycle, plugin
 from fbench_synthetic.plugin import load_synthetic
@@ -227,7 +228,7 @@ def _dead_pid() -> int:
 
 
 def _leftover(root: Path, name: str, pid: int, tail: str = "abcd1234") -> Path:
-    tmp = root / f"{lifecycle.tmp_prefix(name, pid)}{tail}"
+    tmp = root / f"{owned_tmp_prefix(name, pid)}{tail}"
     (tmp / "images").mkdir(parents=True)
     (tmp / "images" / "0123456789abcdef.png").write_bytes(b"half")
     return tmp
@@ -240,15 +241,15 @@ def test_only_folders_of_dead_owners_are_removed(tmp_path: Path) -> None:
     dead = _leftover(tmp_path, name, _dead_pid())
     dead_other_dataset = _leftover(tmp_path, other, _dead_pid())
     live = _leftover(tmp_path, name, os.getpid())
-    lifecycle.claim(live)
+    claim(live)
     # a pid now used by another process than the one that made the folder
     reused = _leftover(tmp_path, other, os.getpid(), "reused00")
-    (reused / lifecycle.OWNER_FILE).write_text("1\n")
+    (reused / OWNER_FILE).write_text("1\n")
     foreign = tmp_path / f".{name}.tmp-{_dead_pid()}-00000000-zzzz"  # another host's
     foreign.mkdir()
     unnamed = tmp_path / f".{name}.tmp-killed"  # named before owners were recorded
     unnamed.mkdir()
-    unrelated = tmp_path / f"{lifecycle.tmp_prefix('notes', _dead_pid())}a"  # not a dataset
+    unrelated = tmp_path / f"{owned_tmp_prefix('notes', _dead_pid())}a"  # not a dataset
     unrelated.mkdir()
 
     removed = lifecycle.remove_stale(tmp_path, 3600.0)
@@ -270,5 +271,5 @@ def test_a_generation_removes_dead_leftovers_and_keeps_no_owner_record(tmp_path:
     m = load_synthetic(tmp_path, n_per_class=3, image_size=PX)
     assert not dead.exists()
     root = Path(m.attrs["root"])
-    assert not (root / lifecycle.OWNER_FILE).exists()
+    assert not (root / OWNER_FILE).exists()
     assert [p.name for p in tmp_path.iterdir()] == [root.name]

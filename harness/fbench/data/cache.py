@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 import warnings
@@ -33,6 +32,7 @@ import torch
 from fbench.data.fingerprint import dataset_identity, image_hashes
 from fbench.data.images import ManifestDataset, check_resampler, collate, read_image, read_mask
 from fbench.errors import FbenchError
+from fbench.tempdirs import make_owned_tmp_dir, release_owned_tmp_dir, remove_dead_tmp_dirs
 
 CACHE_VERSION = 1
 """Bumped when what a cache holds changes (a new decoder rule), so old caches are not read."""
@@ -170,36 +170,14 @@ def open_cache(manifest: pd.DataFrame, input_size: int, resample: str, with_mask
         return None
 
 
-def _host() -> str:  # hashed: a host name may hold dots and dashes
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _tmp_prefix(final: Path) -> str:
-    """A build's temporary folders name its process and host, so the next build can tell
-    whether the one that made them is gone."""
-    return f".{final.name}.pid{os.getpid()}-{_host()}."
+CACHE_NAMES = r"[0-9a-f]{20}-\d+px-\w+"
+"""The names of cache folders (see :func:`cache_dir`): whose temporary folders are ours."""
 
 
 def remove_stale(root: Path) -> list[Path]:
     """Remove the temporary folders of builds that died (killed: no cleanup ran): those whose
-    process on this host is gone, and any older than a day (another host's, a reused pid)."""
-    import re
-
-    removed = []
-    for entry in root.glob(".*.tmp") if root.is_dir() else []:
-        owner = re.search(r"\.pid(\d+)-([0-9a-f]{8})\.", entry.name)
-        try:
-            gone = time.time() - entry.stat().st_mtime > _STALE_TMP_S
-            if not gone and owner and owner[2] == _host():
-                os.kill(int(owner[1]), 0)  # raises ProcessLookupError when it is gone
-        except ProcessLookupError:
-            gone = True
-        except OSError:  # vanished, or alive as another user
-            continue
-        if gone and entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
+    process on this host is gone, and any older than a day (another host's)."""
+    return remove_dead_tmp_dirs(root, CACHE_NAMES, _STALE_TMP_S)
 
 
 def _fill(ds: ManifestDataset, images: np.ndarray, masks: np.ndarray | None,
@@ -272,7 +250,7 @@ def build_cache(manifest: pd.DataFrame, input_size: int, resample: str, with_mas
             pass  # out of date or damaged: built again below, then put in its place
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(final.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))
+    tmp = make_owned_tmp_dir(final)
     try:
         _build_into(tmp, manifest, size, resample, with_masks, key, threads or
                     os.cpu_count() or 1, progress, console, on_chunk, chunk)
@@ -323,13 +301,13 @@ def _build_into(tmp: Path, manifest: pd.DataFrame, size: int, resample: str, wit
 def _put_in_place(tmp: Path, final: Path, key: str) -> ImageCache:
     """Rename the complete ``tmp`` to ``final``; an out-of-date cache there is moved aside
     first and removed after. Another build of the same key that finished first wins."""
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
+    release_owned_tmp_dir(tmp)
     if final.exists():
         try:
             return _check(final, key)  # a concurrent build of the same key finished first
         except (OSError, ValueError, KeyError, TypeError):
-            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp",
-                                        dir=final.parent))
+            old = make_owned_tmp_dir(final)  # a name to move the old cache to, then remove
+            release_owned_tmp_dir(old)  # empty, so the rename may replace it
             os.replace(final, old)
             shutil.rmtree(old, ignore_errors=True)
     with contextlib.suppress(OSError):  # another build put its own in place meanwhile
