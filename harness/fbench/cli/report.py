@@ -124,12 +124,8 @@ def ablate_cmd(names: tuple[str, ...], dataset: str, family: str | None, detecto
     fbench ablate --detector resnet18 --transforms raw dct dft
     """
     from fbench.files import atomic_path
-    from fbench.report.ablate import (
-        AblationInterrupted,
-        ablate,
-        ablation_markdown,
-        warnings_in_voice,
-    )
+    from fbench.report.ablate import AblationInterrupted, ablate, ablation_markdown
+    from fbench.report.console import warnings_in_voice
     from fbench.runs.store import prepare_out_dir
     from fbench.train.config import RunConfig, parse_assignments
 
@@ -347,8 +343,8 @@ def regenerate_cmd(ctx: click.Context, files: tuple[str, ...], boards_file: Path
 
     from fbench.cli.plugin_commands import run_command_line
     from fbench.files import atomic_path
-    from fbench.report.ablate import warnings_in_voice
     from fbench.report.boards import build, load_boards, select
+    from fbench.report.console import warnings_in_voice
 
     # preparation steps run through the group this command was called from
     run_command = partial(run_command_line, ctx.find_root().command)

@@ -102,7 +102,7 @@ def predict_cmd(run_dir: Path, paths: tuple[Path, ...], output: Path | None, for
     target = output or Path(f"predictions-{run.id}.csv")
     masks = masks_dir or target.with_name(f"{target.stem}-masks")
     check_output(target, run, force=force, masks_dir=masks)  # before the model loads
-    from fbench.report.ablate import warnings_in_voice
+    from fbench.report.console import warnings_in_voice
 
     with _progress(not no_progress) as bar, \
             warnings_in_voice(Console(stderr=True, highlight=False), set()):

@@ -3,10 +3,9 @@ configuration, then table them side by side, with any reference columns a family
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ import pandas as pd
 from fbench.errors import FbenchError
 from fbench.plugins.registry import get_registry
 from fbench.plugins.specs import AblationSpec
+from fbench.report.console import warnings_in_voice
 from fbench.runs.writer import RunInterrupted
 from fbench.train.config import RunConfig
 
@@ -134,29 +134,6 @@ class AblationInterrupted(KeyboardInterrupt):
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
-
-
-@contextlib.contextmanager
-def warnings_in_voice(console: Any, seen: set[str]) -> Iterator[None]:
-    """Python warnings raised inside print as ``warning: <text>``, once per text (``seen``
-    holds the texts already printed), without the source path and line Python's own format
-    adds beside fbench's advice. The filters in force still apply (an ignored warning stays
-    ignored, ``-W error`` still raises). Without a console, warnings pass through untouched."""
-    if console is None:
-        yield
-        return
-    from rich.markup import escape
-
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            yield
-    finally:
-        for w in caught:
-            text = " ".join(str(w.message).split())
-            if text not in seen:
-                seen.add(text)
-                console.print(f"[bold yellow]warning:[/] {escape(text)}")
 
 
 def ablate(variants: Sequence[tuple[str, str]], base: RunConfig, seeds: Sequence[int],

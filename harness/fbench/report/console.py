@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from rich.table import Table
@@ -263,3 +266,26 @@ def leaderboard_notes(board: Any, dropped: list[str]) -> list[str]:
     more = (f"not shown at this width: {escape(', '.join(dropped))}; " if dropped else "")
     return ([_markdown_inline(n) for n in table_notes(board)]
             + [f"[dim]{more}{LEADERBOARD_MORE}[/]"])
+
+
+@contextlib.contextmanager
+def warnings_in_voice(console: Any, seen: set[str]) -> Iterator[None]:
+    """Python warnings raised inside print as ``warning: <text>``, once per text (``seen``
+    holds the texts already printed), without the source path and line Python's own format
+    adds beside fbench's advice. The filters in force still apply (an ignored warning stays
+    ignored, ``-W error`` still raises). Without a console, warnings pass through untouched."""
+    if console is None:
+        yield
+        return
+    from rich.markup import escape
+
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        for w in caught:
+            text = " ".join(str(w.message).split())
+            if text not in seen:
+                seen.add(text)
+                console.print(f"[bold yellow]warning:[/] {escape(text)}")
