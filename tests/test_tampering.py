@@ -25,23 +25,16 @@ from fbench.runs.store import DamagedRunError, load_run
 # one tiny epoch may collapse; that is not what is tested here
 pytestmark = pytest.mark.filterwarnings("ignore:run .* collapsed:UserWarning")
 DETECTOR = "tamper-tiny"
-BOARDS = f"""
+# a leaderboard and an ablation of the same runs
+BOARDS = "".join(f"""
 [[board]]
-file = "tiny.md"
-kind = "leaderboard"
+file = "{file}"
+kind = "{kind}"
 detectors = ["{DETECTOR}"]
 seeds = 2
 dataset_options = {{n_per_class = 20, image_size = 32}}
 settings = {{epochs = 1, input_size = 32, batch_size = 32}}
-
-[[board]]
-file = "tiny-ablation.md"
-kind = "ablation"
-detectors = ["{DETECTOR}"]
-seeds = 2
-dataset_options = {{n_per_class = 20, image_size = 32}}
-settings = {{epochs = 1, input_size = 32, batch_size = 32}}
-"""
+""" for file, kind in (("tiny.md", "leaderboard"), ("tiny-ablation.md", "ablation")))
 
 
 def _regenerate(boards: Path, runs: Path, *extra: str):
