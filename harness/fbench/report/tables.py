@@ -16,6 +16,7 @@ import pandas as pd
 
 from fbench.markdown import to_markdown  # noqa: F401 - re-exported for reports
 from fbench.runs.store import Run
+from fbench.train.config import FIXED_EPOCHS
 
 # The one definition of "the same configuration" for leaderboards, ablations (reuse of a
 # stored run) and seed averaging: every training setting, the detector's options as the run
@@ -29,9 +30,7 @@ SETTING_KEYS = ("detector", "dataset", "transform", "protocol", "optimizer", "lr
 # a constant rate, every epoch to the ceiling, running BatchNorm statistics, no clipping).
 LEGACY_SETTINGS = {"protocol": "fbench", "tf32": False, "resample": "area",
                    "weight_decay": 1e-4, "optimizer": "adam", "precision": "fp32",
-                   "val_fraction": 0.1, "schedule": "constant", "warmup_epochs": 0,
-                   "patience": 0, "min_delta": 0.0, "collapse_epochs": 0, "precise_bn": 0,
-                   "clip_grad": None}
+                   "val_fraction": 0.1, **FIXED_EPOCHS}
 # Settings worth a table column when they differ between the rows of one table.
 SHOWN_SETTINGS = ("protocol", "resample", "precision", "tf32", "optimizer", "lr",
                   "weight_decay", "batch_size", "epochs", "input_size", "val_fraction",

@@ -14,6 +14,13 @@ from typing import Any
 
 from fbench.errors import FbenchError
 
+FIXED_EPOCHS: dict[str, Any] = {"schedule": "constant", "warmup_epochs": 0, "patience": 0,
+                                "min_delta": 0.0, "collapse_epochs": 0, "precise_bn": 0,
+                                "clip_grad": None}
+"""Training as fbench did before its convergence settings, and as published recipes train: a
+constant rate over every epoch to the ceiling, running BatchNorm statistics, no stopping rule,
+no clipping. Runs stored before these settings read back as this."""
+
 DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 64, "lr": 1e-3,
                             "schedule": "cosine", "patience": 3, "collapse_epochs": 3}
 """fbench's own defaults for the settings a detector may prefer otherwise
@@ -186,8 +193,7 @@ class RunConfig:
         # config.json's "audit" holds the audit's result, not the setting: a dict with
         # skipped=True means --skip-audit, anything else that the audit was on.
         if "schedule" not in stored:  # stored before schedules: fbench trained this way
-            data.update(schedule="constant", warmup_epochs=0, patience=0, collapse_epochs=0,
-                        precise_bn=0)
+            data.update(FIXED_EPOCHS)
         audit = stored.get("audit")
         if not isinstance(audit, bool):
             data["audit"] = not (isinstance(audit, dict) and audit.get("skipped"))

@@ -15,7 +15,7 @@ from fbench.data.splits import assert_grouped, carve_validation
 from fbench.errors import FbenchError
 from fbench.plugins.registry import get_registry
 from fbench.plugins.specs import DatasetSpec, DetectorSpec, TransformSpec
-from fbench.train.config import DEFAULTS, RunConfig, check_options
+from fbench.train.config import DEFAULTS, FIXED_EPOCHS, RunConfig, check_options
 
 
 def load_manifest(spec: DatasetSpec, root: str | None, options: dict[str, Any]) -> pd.DataFrame:
@@ -224,12 +224,6 @@ def resolve_convergence(config: RunConfig, n_train: int) -> RunConfig:
     return config.replace(**changes) if changes else config
 
 
-# A published recipe trains as published: fixed epochs at a constant rate, none of fbench's
-# convergence aids, unless the recipe itself (or the user) sets them.
-PUBLISHED_RECIPE = {"schedule": "constant", "warmup_epochs": 0, "patience": 0,
-                    "collapse_epochs": 0, "precise_bn": 0}
-
-
 def apply_protocol(config: RunConfig, det: DetectorSpec) -> RunConfig:
     """The run settings of ``config.protocol`` (a training recipe the detector declares), under
     every setting the user changed from fbench's defaults (a field still at its default takes
@@ -259,7 +253,8 @@ def apply_protocol(config: RunConfig, det: DetectorSpec) -> RunConfig:
                               f"unknown run setting {key!r} (a plugin bug).")
         elif getattr(config, key) == getattr(defaults, key):
             changes[key] = value
-    for key, value in PUBLISHED_RECIPE.items():
+    # a published recipe trains as published (FIXED_EPOCHS), unless it or the user says else
+    for key, value in FIXED_EPOCHS.items():
         if key not in recipe and getattr(config, key) is None:
             changes[key] = value
     return config.replace(**changes)
