@@ -129,9 +129,20 @@ class StopRule:
             return True
         if reason != "ceiling":
             return False
-        window = self.patience or CONVERGENCE_WINDOW
         scores = [float(e["val_macro_f1"]) for e in epochs]
-        return len(scores) > window and self.epochs_since_gain(scores) >= window
+        return len(scores) > self.window and self.epochs_since_gain(scores) >= self.window
+
+    @property
+    def window(self) -> int:
+        """Epochs without a gain that make a plateau."""
+        return self.patience or CONVERGENCE_WINDOW
+
+    def why_not_converged(self, epochs: Sequence[dict[str, Any]]) -> str:
+        """Why a run that reached its ceiling is not converged, in a few words."""
+        if len(epochs) <= self.window:
+            return (f"too soon to see a plateau (it takes {count(self.window, 'epoch')} "
+                    "without a gain)")
+        return "still improving on validation"
 
 
 def stop_record(reason: str, epoch: int, rule: StopRule, epochs: Sequence[dict[str, Any]],

@@ -26,7 +26,6 @@ from fbench.metrics import compute_metrics, metrics_from_predictions, val_thresh
 from fbench.progress import make_progress
 from fbench.runs.writer import RunInterrupted, RunWriter, read_checkpoint
 from fbench.train.convergence import (
-    CONVERGENCE_WINDOW,
     StopRule,
     collapse_causes,
     make_scheduler,
@@ -248,15 +247,10 @@ class _Training:
                                "predictions on one class for "
                                f"{count(cfg.collapse_epochs, 'epoch')}")
         elif not self.stopped["converged"]:
+            why = self.rule.why_not_converged(self.epochs)
             self.console.print(f"[bold yellow]note:[/] reached the ceiling of "
-                               f"{count(cfg.epochs, 'epoch')} {self._why_not_converged()} "
-                               "(not converged): raise --epochs")
-
-    def _why_not_converged(self) -> str:
-        window = self.rule.patience or CONVERGENCE_WINDOW
-        if len(self.epochs) <= window:
-            return f"too soon to see a plateau (it takes {count(window, 'epoch')} without a gain)"
-        return "still improving on validation"
+                               f"{count(cfg.epochs, 'epoch')} {why} (not converged): raise "
+                               "--epochs")
 
     def _rewind_to_last_epoch(self) -> None:
         """Back to the end of the last finished epoch (what ``last.pt`` holds)."""
