@@ -116,12 +116,14 @@ def _train(resolved: ResolvedRun, console: Console, no_progress: bool,
            resume: Path | None = None) -> None:
     """Train (or resume) and show the run; Ctrl-C or SIGTERM ends it with one line that says
     how far it got and how to resume, and the shell's exit code for the signal (130, 143)."""
+    from fbench.report.console import warnings_in_voice
     from fbench.runs.writer import RunInterrupted
     from fbench.train.engine import train_and_evaluate
 
     try:
-        run_dir = train_and_evaluate(resolved, console=console, progress=not no_progress,
-                                     resume=resume)
+        with warnings_in_voice(console, set()):
+            run_dir = train_and_evaluate(resolved, console=console, progress=not no_progress,
+                                         resume=resume)
     except RunInterrupted as exc:
         if int(os.environ.get("RANK", "0")) == 0:  # once under torchrun
             click.echo(str(exc), err=True)

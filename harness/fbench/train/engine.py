@@ -333,14 +333,14 @@ class _Training:
         self.hook.on_run_end(run_dir=str(self.run_dir), summary=summary)
         self.writer.completed(self.started)
         if summary["eval"]["collapsed"]:
-            warnings.warn(f"run {self.run_dir.name} collapsed to the majority class",
-                          stacklevel=4)
+            # one warning: the CLI prints it in fbench's voice (warnings_in_voice), the Python
+            # API hands it to the caller's warning filters
             causes = collapse_causes(len(self.epochs), self.steps_per_epoch, self.cfg.lr,
                                      self.r.detector.defaults.get("lr"))
-            self.console.print(
-                "[bold yellow]warning:[/] the selected model predicts (almost) only one class: "
-                "eval macro-F1 is at the majority-class level "
-                f"({summary['eval']['majority_macro_f1']:.3f}). {causes}")
+            warnings.warn(f"run {self.run_dir.name} collapsed to the majority class: the "
+                          "selected model predicts (almost) only one class, eval macro-F1 at "
+                          f"the majority-class level ({summary['eval']['majority_macro_f1']:.3f})."
+                          f" {causes}", stacklevel=4)
 
     def _summary(self, preds: Any, last_preds: Any, best_epoch: int) -> dict[str, Any]:
         cfg = self.cfg
