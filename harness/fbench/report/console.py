@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from fbench.plugins.specs import LABELS
+from fbench.report.leaderboard import GAP_HEADER, METRIC_HEADERS, edited_mark, gap_cell
 
 
 def _fmt(value: Any, pct: bool = True) -> str:
@@ -116,10 +117,6 @@ def bench_markdown(results: list[Any], command: str) -> str:
 # The leaderboard on a terminal: the headline columns (all of them do not fit a terminal; the
 # rest is in --format md / csv and --json), each metric with its unit and one precision (two
 # decimals). Fields of a board row (report.leaderboard.leaderboard) by header.
-LEADERBOARD_METRICS = (("macro-F1 %", "macro_f1"), ("ACC %", "accuracy"),
-                       ("F1 real %", "f1_real"), ("F1 generated %", "f1_generated"),
-                       ("F1 edited %", "f1_edited"), ("AUC %", "auc"), ("Dice %", "dice"))
-GAP = "Δ to next (points, 95% CI)"
 LEADERBOARD_MORE = ("per-source F1, parameters, training throughput and run ids: "
                     "--format md or csv, or --json")
 
@@ -135,16 +132,6 @@ def _markdown_inline(text: str) -> str:
     text = re.sub(r"\*\*(.+?)\*\*", r"[bold]\1[/bold]", text)
     text = re.sub(r"\*(.+?)\*", r"[italic]\1[/italic]", text)
     return text.replace("`", "")
-
-
-def _gap_cell(row: Any) -> str:
-    """Δ to the next row in points, with its 95 % interval, in the table's one precision."""
-    import pandas as pd
-
-    if "next_diff" not in row or pd.isna(row["next_diff"]):
-        return "–"
-    cell = f"{row['next_diff']:+.2f} [{row['next_low']:.2f}, {row['next_high']:.2f}]"
-    return f"{cell} tie" if bool(row["next_tie"]) else cell
 
 
 def _stopped_cell(r: Any, seeds: int) -> str:
@@ -164,25 +151,23 @@ def _leaderboard_row(rank: int, r: Any, shown: list[str]) -> dict[str, str]:
     from fbench.report.tables import fmt_mean_std, settings_cell
 
     s = int(r["seeds"])
-    n_edited = len(r.get("edited_runs") or [])
-    mark = ("" if not n_edited else " [bold red](edited)[/]" if n_edited == s
-            else f" [bold red](edited: {n_edited} of {s})[/]")
-    metrics = {h: fmt_mean_std(r[key], r[f"{key}_std"], s) for h, key in LEADERBOARD_METRICS}
+    mark = f" [bold red]{edited_mark(r)}[/]" if edited_mark(r) else ""
+    metrics = {h: fmt_mean_std(r[key], r[f"{key}_std"], s) for h, key in METRIC_HEADERS}
     return {"#": str(rank), "detector": escape(str(r["detector"])) + mark,
             "transform": escape(str(r["transform"])), "dataset": escape(str(r["dataset"])),
             "settings": escape(settings_cell(r, shown)) if shown else "",
-            GAP: _gap_cell(r), **metrics, "seeds": str(s),
+            GAP_HEADER: gap_cell(r), **metrics, "seeds": str(s),
             "selection": escape(str(r["selection"])), "stopped": _stopped_cell(r, s)}
 
 
 # Terminal columns, most wanted first: a narrow terminal drops them from the end (the first
 # three always stay), each with whether it holds numbers (right-aligned).
-PRIORITY = (("#", False), ("detector", False), ("macro-F1 %", True), (GAP, True),
+PRIORITY = (("#", False), ("detector", False), ("macro-F1 %", True), (GAP_HEADER, True),
             ("transform", False), ("dataset", False), ("settings", False), ("ACC %", True),
             ("F1 real %", True), ("F1 generated %", True), ("F1 edited %", True),
             ("AUC %", True), ("Dice %", True), ("seeds", True), ("selection", False),
             ("stopped", False))
-ORDER = ("#", "detector", "transform", "dataset", "settings", "macro-F1 %", GAP, "ACC %",
+ORDER = ("#", "detector", "transform", "dataset", "settings", "macro-F1 %", GAP_HEADER, "ACC %",
          "F1 real %", "F1 generated %", "F1 edited %", "AUC %", "Dice %", "seeds",
          "selection", "stopped")
 

@@ -98,7 +98,17 @@ def bootstrap_difference(a: Run, b: Run, n: int = 1000, seed: int = 0) -> dict[s
     return out
 
 
-def _gap(row: Any) -> str:
+# The measured columns both renderings show (markdown here, the terminal table in
+# report.console): header, board column.
+METRIC_HEADERS = (("macro-F1 %", "macro_f1"), ("ACC %", "accuracy"),
+                  ("F1 real %", "f1_real"), ("F1 generated %", "f1_generated"),
+                  ("F1 edited %", "f1_edited"), ("AUC %", "auc"), ("Dice %", "dice"))
+GAP_HEADER = "Δ to next (points, 95% CI)"
+
+
+def gap_cell(row: Any) -> str:
+    """A board row's difference to the next row with its interval
+    (:func:`fbench.report.intervals.interval_cell`), ``–`` for the last row."""
     from fbench.report.intervals import interval_cell
 
     if "next_diff" not in row or pd.isna(row["next_diff"]):
@@ -107,12 +117,13 @@ def _gap(row: Any) -> str:
                           "ci_high": row["next_high"], "tie": bool(row["next_tie"])})
 
 
-def _edited_mark(row: Any) -> str:
-    """What follows the detector's name in a row holding edited runs."""
+def edited_mark(row: Any) -> str:
+    """``(edited)`` or ``(edited: 1 of 3)`` for a row holding edited runs, else ``""``: what
+    follows the detector's name (each rendering adds its emphasis)."""
     n = len(row.get("edited_runs") or [])
     if not n:
         return ""
-    return " *(edited)*" if n == row["seeds"] else f" *(edited: {n} of {row['seeds']})*"
+    return "(edited)" if n == row["seeds"] else f"(edited: {n} of {row['seeds']})"
 
 
 def render(board: pd.DataFrame, fmt: str, command: str) -> str:
@@ -138,21 +149,19 @@ def render(board: pd.DataFrame, fmt: str, command: str) -> str:
     # settings that differ between rows get a column: rows are different experiments
     shown = differing_settings(board)
     n_left = 4 + bool(shown)
+    (main_header, main_key), *others = METRIC_HEADERS
     header = ["#", "detector", "transform", "dataset", *(["settings"] if shown else []),
-              "macro-F1 %", "Δ to next (points, 95% CI)", "ACC %", "F1 real %",
-              "F1 generated %", "F1 edited %", "AUC %", "Dice %",
+              main_header, GAP_HEADER, *(h for h, _ in others),
               *[f"F1 {c.removeprefix('src:')} %" for c in src_cols], "params (M)",
-              "train img/s",
-              "seeds", "selection", "collapsed", "stopped"]
+              "train img/s", "seeds", "selection", "collapsed", "stopped"]
     rows = []
     for i, r in board.iterrows():
         s = r["seeds"]
         rows.append([
-            i + 1, r["detector"] + _edited_mark(r), r["transform"], r["dataset"],
-            *([settings_cell(r, shown)] if shown else []),
-            fmt_mean_std(r["macro_f1"], r["macro_f1_std"], s), _gap(r),
-            *[fmt_mean_std(r[c], r[f"{c}_std"], s) for c in
-              ("accuracy", "f1_real", "f1_generated", "f1_edited", "auc", "dice")],
+            i + 1, r["detector"] + (f" *{edited_mark(r)}*" if edited_mark(r) else ""),
+            r["transform"], r["dataset"], *([settings_cell(r, shown)] if shown else []),
+            fmt_mean_std(r[main_key], r[f"{main_key}_std"], s), gap_cell(r),
+            *[fmt_mean_std(r[c], r[f"{c}_std"], s) for _, c in others],
             *[fmt_mean_std(r[c], r[f"{c}_std"], s) for c in src_cols],
             f"{r['params_m']:.2f}", "–" if pd.isna(r["images_per_s"]) else
             f"{r['images_per_s']:.0f}", s, r["selection"],
