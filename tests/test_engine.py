@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import fbench
 from fbench.metrics import metrics_from_predictions
@@ -45,9 +46,13 @@ def trained(tmp_path_factory, module_env):
 def test_run_directory_holds_everything(trained):
     run, _ = trained
     for name in ("config.json", "environment.json", "status.json", "epochs.json",
-                 "predictions.parquet", "summary.json", "checkpoints/best.pt",
-                 "checkpoints/last.pt"):
+                 "predictions.parquet", "summary.json", "checkpoints/best.pt"):
         assert (run.path / name).is_file(), name
+    # a completed run keeps what scoring needs: last.pt (resume state) is gone, best.pt holds
+    # no optimizer (which made it three times the model)
+    assert not (run.path / "checkpoints" / "last.pt").exists()
+    best = torch.load(run.path / "checkpoints" / "best.pt", weights_only=True)
+    assert set(best) == {"model", "transform", "epoch", "best_val_macro_f1"}
     assert run.status["state"] == "completed"
     assert run.config["detector"] == "resnet18" and run.config["input_size"] == 32
     assert run.environment["packages"]["torch"]

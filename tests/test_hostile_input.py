@@ -202,7 +202,7 @@ def test_nan_from_the_model_stops_training_and_keeps_the_last_good_checkpoint(tm
 
     out = tmp_path / "runs"
     args = ["run", "--detector", "nan-net", "--dataset", "hostile", "--epochs", "3",
-            "--no-progress"]
+            "--no-progress", "--keep-last"]
     with registered(plugin, name="hostile"), registered(NaNPlugin(), name="nan"):
         result = CliRunner().invoke(cli, [*args, "--out", str(out)])
         first = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "first"),

@@ -264,7 +264,7 @@ def stopped_run(tmp_path_factory, module_env):
     out = tmp_path_factory.mktemp("runs")
     with registered(tiny_plugin("fault-tiny"), name="tiny"):
         run = fbench.run(detector="fault-tiny", dataset="synthetic", epochs=1, input_size=32,
-                         batch_size=8, out=str(out),
+                         batch_size=8, out=str(out), keep_last=True,
                          dataset_options={"n_per_class": 12, "image_size": 32})
     (run.path / "status.json").write_text(json.dumps({"state": "interrupted"}))
     return run.path

@@ -77,3 +77,13 @@ def test_a_stored_run_rebuilds_its_config_and_model(store):
     state = torch.load(run.checkpoint("best"), weights_only=True)["model"]
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_keep_last_keeps_the_resume_state_of_a_completed_run(tmp_path):
+    with registered(tiny_plugin("walk-tiny"), name="tiny"):
+        run = fbench.run(detector="walk-tiny", dataset="synthetic", epochs=1, input_size=32,
+                         batch_size=32, keep_last=True, out=str(tmp_path),
+                         dataset_options={"n_per_class": 20, "image_size": 32})
+    last = torch.load(run.checkpoint("last"), weights_only=True)
+    assert {"optimizer", "scheduler", "rng", "epochs"} <= set(last)
+    assert "optimizer" not in torch.load(run.checkpoint("best"), weights_only=True)

@@ -18,7 +18,7 @@ ASSIGNMENTS = (("--set", "options"), ("--dataset-option", "dataset_options"),
                ("--transform-option", "transform_options"))
 # switches that turn a RunConfig default around when given
 SWITCHES = {"skip_audit": ("audit", False), "skip_bad": ("skip_bad", True),
-            "tf32": ("tf32", True)}
+            "tf32": ("tf32", True), "keep_last": ("keep_last", True)}
 
 
 def merge_run_config(config_file: Path | None, flags: dict[str, Any],

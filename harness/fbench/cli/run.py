@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 @click.option("--tf32", is_flag=True,
               help="Allow TF32 convolutions/matmuls on CUDA (faster, less exact; off by "
               "default because it moves small spectral features).")
+@click.option("--keep-last", is_flag=True,
+              help="Keep checkpoints/last.pt (optimizer and RNG state, about twice the model) "
+              "after the run completes; by default only best.pt (the model) stays.")
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Directory that receives the run directory. [default: runs]")
 @options.data_root
@@ -66,7 +69,8 @@ if TYPE_CHECKING:
               "(model, optimizer, RNG streams, best so far), with its stored settings.")
 def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tuple[str, ...],
             transform_option: tuple[str, ...], no_progress: bool, skip_audit: bool,
-            skip_bad: bool, tf32: bool, resume: Path | None, **flags: Any) -> None:
+            skip_bad: bool, tf32: bool, keep_last: bool, resume: Path | None,
+            **flags: Any) -> None:
     """Train a detector on a dataset, select the best epoch on validation, evaluate it on the
     eval split and store the run (config, metrics, predictions, checkpoints).
 
@@ -79,7 +83,8 @@ def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tup
 
     assignments = {"--set": set_, "--dataset-option": dataset_option,
                    "--transform-option": transform_option}
-    switches = {"skip_audit": skip_audit, "skip_bad": skip_bad, "tf32": tf32}
+    switches = {"skip_audit": skip_audit, "skip_bad": skip_bad, "tf32": tf32,
+                "keep_last": keep_last}
     if resume is not None:
         refuse_changes_on_resume(config_file, flags, assignments, switches)
         _resume(resume, no_progress)

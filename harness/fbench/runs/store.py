@@ -8,7 +8,9 @@
                    summary.json       eval metrics of the selected checkpoint
                    digests.json       SHA-256 of the results above, written on completion
                                       (fbench.runs.digests; older runs have none)
-                   checkpoints/{last,best}.pt
+                   digests.json       SHA-256 of the predictions and summary
+                   checkpoints/best.pt  the selected model and transform
+                   checkpoints/last.pt  resume state, until the run completes (--keep-last)
 
 Every file is written to a temporary name and renamed into place, so a killed run never
 leaves a half-written file that a report would read.

@@ -157,6 +157,11 @@ class RunWriter:
     def checkpoint_path(self, name: str) -> Path:
         return self.path / CHECKPOINTS / f"{name}.pt"
 
+    def remove_checkpoint(self, name: str) -> None:
+        """Remove ``checkpoints/<name>.pt`` (``last``, once a completed run cannot resume)."""
+        if self.enabled:
+            self.checkpoint_path(name).unlink(missing_ok=True)
+
     def predictions(self, selected: pd.DataFrame, last: pd.DataFrame) -> None:
         """The selected checkpoint's and the last epoch's predictions on val and eval."""
         if self.enabled:

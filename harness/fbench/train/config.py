@@ -43,6 +43,7 @@ _CHECKS: dict[str, tuple[tuple[type, ...], Any, str, str]] = {
     "val_fraction": (_NUM, lambda v: 0 <= v < 1, "in [0, 1)", "val_fraction = 0.1"),
     "workers": (_INT, lambda v: v >= 0, "0 or more", "workers = 4"),
     "tf32": (_BOOL, lambda v: True, "", "tf32 = true"),
+    "keep_last": (_BOOL, lambda v: True, "", "keep_last = true"),
     "schedule": (_STR, lambda v: v in ("cosine", "step", "constant"),
                  "cosine, step or constant", 'schedule = "cosine"'),
     "warmup_epochs": (_NUM, lambda v: v >= 0, "0 or more", "warmup_epochs = 1"),
@@ -105,6 +106,10 @@ class RunConfig:
     ``cache``: the decoded-image cache (:mod:`fbench.data.cache`): ``auto`` reads it when it is
     built, ``build`` builds it first when missing, ``off`` never touches it.
 
+    ``keep_last``: keep ``checkpoints/last.pt`` (model, optimizer, scheduler and RNG state for
+    ``--resume``) once the run completes; by default only ``best.pt`` (model and transform)
+    stays.
+
     Convergence: ``epochs`` is the ceiling; ``schedule`` (cosine, step, constant) with a linear
     ``warmup_epochs``; ``patience`` epochs without a validation macro-F1 gain above
     ``min_delta`` stop the run (0: never); ``collapse_epochs`` epochs in a row with validation
@@ -131,6 +136,7 @@ class RunConfig:
     device: str = "auto"
     precision: str = "fp32"
     tf32: bool = False
+    keep_last: bool = False
     input_size: int | None = None
     resample: str = "bilinear"
     protocol: str = "fbench"

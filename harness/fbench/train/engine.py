@@ -292,8 +292,9 @@ class _Training:
         self.epochs.append(row)
         if improved:
             self.writer.checkpoint("best", self._state(epoch))
-        self.writer.checkpoint("last", self._state(epoch, rng=rng_state(self.loader_gen),
-                                                   epochs=self.epochs))
+        self.writer.checkpoint("last", self._state(
+            epoch, optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            rng=rng_state(self.loader_gen), epochs=self.epochs))
         self.writer.epochs(self.epochs)
         if self.ctx.is_main:
             self.hook.on_epoch_end(run_dir=str(self.run_dir), epoch=epoch, metrics=row)
@@ -301,10 +302,10 @@ class _Training:
         return row
 
     def _state(self, epoch: int, **extra: Any) -> dict[str, Any]:
+        """``best.pt``: what scoring needs (model, transform); ``last.pt`` adds, in
+        ``extra``, what resuming needs (optimizer, scheduler, RNG streams, the epoch log)."""
         return {"model": self.model.state_dict(), "transform": self.transform.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": epoch,
-                "best_val_macro_f1": self.best_score, **extra}
+                "epoch": epoch, "best_val_macro_f1": self.best_score, **extra}
 
     def _final_evaluation(self, bar: Progress) -> tuple[Any, Any, int]:
         """The selected checkpoint's predictions and the last epoch's model's (the same
@@ -332,6 +333,8 @@ class _Training:
         # edits visible are taken after them, then the run is marked completed
         self.hook.on_run_end(run_dir=str(self.run_dir), summary=summary)
         self.writer.completed(self.started)
+        if not self.cfg.keep_last:  # only a resume needs it, and a completed run has none
+            self.writer.remove_checkpoint("last")
         if summary["eval"]["collapsed"]:
             # one warning: the CLI prints it in fbench's voice (warnings_in_voice), the Python
             # API hands it to the caller's warning filters
