@@ -87,3 +87,21 @@ def test_keep_last_keeps_the_resume_state_of_a_completed_run(tmp_path):
     last = torch.load(run.checkpoint("last"), weights_only=True)
     assert {"optimizer", "scheduler", "rng", "epochs"} <= set(last)
     assert "optimizer" not in torch.load(run.checkpoint("best"), weights_only=True)
+
+
+def test_the_python_api_shows_progress_when_a_person_watches(tmp_path, monkeypatch, capsys):
+    """fbench.run is not silent for minutes in a terminal or notebook; scripts stay quiet."""
+    from fbench import api
+
+    def one_run(name: str) -> None:
+        with registered(tiny_plugin("walk-tiny"), name="tiny"):
+            fbench.run(detector="walk-tiny", dataset="synthetic", epochs=1, input_size=32,
+                       batch_size=32, out=str(tmp_path / name),
+                       dataset_options={"n_per_class": 20, "image_size": 32})
+
+    monkeypatch.setattr(api, "interactive", lambda: False)
+    one_run("quiet")
+    assert "epoch 1/1" not in capsys.readouterr().err
+    monkeypatch.setattr(api, "interactive", lambda: True)
+    one_run("watched")
+    assert "epoch 1/1" in capsys.readouterr().err

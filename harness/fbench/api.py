@@ -59,13 +59,29 @@ def load_dataset(name: str, root: str | None = None, **options: Any) -> pd.DataF
     return load_manifest(get_registry().get("dataset", name), root, options)
 
 
-def run(config: RunConfig | str | Path | None = None, *, progress: bool = False,
+def interactive() -> bool:
+    """Whether a person is watching: a terminal on stderr, or a Jupyter/IPython kernel."""
+    import sys
+
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        return False
+
+
+def run(config: RunConfig | str | Path | None = None, *, progress: bool | None = None,
         **settings: Any) -> Any:
     """Train and evaluate one configuration; returns the stored :class:`fbench.Run`.
 
     ``config`` may be a :class:`RunConfig` or a TOML file; keyword ``settings`` (the CLI's
     options: ``detector``, ``dataset``, ``epochs``, ``options={...}``, ...) override it.
+    ``progress``: bars and a line per epoch on stderr; by default when a person is watching
+    (a terminal or a notebook, :func:`interactive`), silent in scripts and tests.
     """
+    if progress is None:
+        progress = interactive()
     from fbench.train.engine import train_and_evaluate
     from fbench.train.resolve import resolve
 
