@@ -10,6 +10,7 @@ import click
 
 import fbench.cli.options as options
 from fbench.cli.output import console as make_console
+from fbench.errors import FbenchError
 
 
 @click.command("bench")
@@ -27,15 +28,16 @@ from fbench.cli.output import console as make_console
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True, help="auto: bf16 autocast on CUDA, fp32 on CPU.")
 @click.option("--channels-last/--no-channels-last", default=None,
-              help="Memory format [default: channels_last on CUDA only].")
+              help="Memory format [default: channels_last on CUDA only, as `fbench run` "
+              "--channels-last auto; never for a detector that declares it breaks under it].")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
               help="Training steps per timed round.")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed rounds (bare loop and fbench step alternate; the median counts).")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="DataLoader worker processes.")
+@click.option("--workers", type=options.Workers(), metavar="N|auto", default="auto",
+              show_default=True, help=options.WORKERS_HELP + " As `fbench run` resolves it.")
 @click.option("--cache-images/--no-cache-images", default=None,
               help="Keep decoded, resized images in memory [default: for small datasets].")
 @click.option("--output", "-o", type=click.Path(path_type=Path),
@@ -44,7 +46,7 @@ def bench_cmd(detectors: tuple[str, ...], dataset: str, data_root: Path | None,
               dataset_option: tuple[str, ...], set_: tuple[str, ...], device: str,
               batch_size: int, input_size: int | None, precision: str,
               channels_last: bool | None, compile_model: bool, steps: int, rounds: int,
-              warmup: int, workers: int, cache_images: bool | None,
+              warmup: int, workers: int | str, cache_images: bool | None,
               output: Path | None) -> None:
     """Measure images/s of the data pipeline, of the bare model step and of fbench's own
     training step side by side; print the harness overhead (fbench step / bare loop, goal
@@ -63,6 +65,7 @@ def bench_cmd(detectors: tuple[str, ...], dataset: str, data_root: Path | None,
     console = make_console(stderr=True)
     load = machine_load()  # before measuring: what other processes load the machine with
     results = []
+    failed: list[tuple[str, FbenchError]] = []
     with tempfile.TemporaryDirectory(prefix="fbench-bench-") as scratch:
         for det in detectors:
             config = RunConfig(
@@ -72,10 +75,19 @@ def bench_cmd(detectors: tuple[str, ...], dataset: str, data_root: Path | None,
                 data_root=str(data_root) if data_root else None,
                 dataset_options=parse_assignments(dataset_option, "--dataset-option"),
                 options=parse_assignments(set_, "--set"))
-            with console.status(f"measuring {det}..."):
-                results.append(run_bench(config, steps=steps, warmup=warmup, rounds=rounds,
-                                         channels_last=channels_last,
-                                         compile_model=compile_model))
+            # One detector that cannot be measured (say, a missing landmark cache) must not
+            # throw away the minutes of rows already measured: note it, measure the rest.
+            try:
+                with console.status(f"measuring {det}..."):
+                    results.append(run_bench(config, steps=steps, warmup=warmup,
+                                             rounds=rounds, channels_last=channels_last,
+                                             compile_model=compile_model))
+            except FbenchError as err:
+                failed.append((det, err))
+                console.print(f"{det}: not measured: {err.format_message()}", markup=False,
+                              highlight=False)
+    if not results:
+        raise failed[0][1]
     make_console().print(bench_table(results))
     notes = _caveats(results, load)
     for note in notes:
@@ -87,6 +99,10 @@ def bench_cmd(detectors: tuple[str, ...], dataset: str, data_root: Path | None,
             tmp.write_text(bench_markdown(results, options.command_line())
                            + "".join(f"\n{note}\n" for note in notes))
         click.echo(f"written to {output}")
+    if failed:
+        raise FbenchError(
+            f"{len(failed)} of {len(detectors)} detectors not measured: "
+            + ", ".join(det for det, _ in failed) + " (each one's reason is printed above).")
 
 
 def _caveats(results: list[Any], load: tuple[float, int] | None) -> list[str]:
