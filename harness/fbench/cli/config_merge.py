@@ -18,7 +18,8 @@ ASSIGNMENTS = (("--set", "options"), ("--dataset-option", "dataset_options"),
                ("--transform-option", "transform_options"))
 # switches that turn a RunConfig default around when given
 SWITCHES = {"skip_audit": ("audit", False), "skip_bad": ("skip_bad", True),
-            "tf32": ("tf32", True), "keep_last": ("keep_last", True)}
+            "tf32": ("tf32", True), "keep_last": ("keep_last", True),
+            "compile": ("compile", True)}
 
 
 def merge_run_config(config_file: Path | None, flags: dict[str, Any],
@@ -26,7 +27,7 @@ def merge_run_config(config_file: Path | None, flags: dict[str, Any],
                      switches: dict[str, bool]) -> RunConfig:
     """``flags``: the valued options (``None``: not given); ``assignments``: the KEY=VALUE
     options by flag (``--set``, ``--dataset-option``, ``--transform-option``); ``switches``:
-    ``skip_audit``, ``skip_bad``, ``tf32``."""
+    ``skip_audit``, ``skip_bad``, ``tf32``, ``keep_last``, ``compile``."""
     from fbench.train.config import RunConfig, load_config_file, parse_assignments
 
     data: dict[str, Any] = RunConfig().to_dict()
@@ -54,8 +55,7 @@ def refuse_changes_on_resume(config_file: Path | None, flags: dict[str, Any],
         flag for flag, _ in ASSIGNMENTS if assignments.get(flag)]
     if config_file is not None:
         given.append("--config")
-    if switches.get("tf32"):
-        given.append("--tf32")
+    given += [f"--{name}" for name in ("tf32", "compile") if switches.get(name)]
     if given:
         raise FbenchError(f"--resume continues a run with its stored settings; "
                           f"{', '.join(given)} cannot change them.",

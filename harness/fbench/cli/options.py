@@ -46,6 +46,37 @@ set_ = click.option("--set", "set_", multiple=True, metavar="KEY=VALUE",
                     "--set depth=thesis.")
 no_progress = click.option("--no-progress", is_flag=True, help="No progress bars.")
 
+
+class Workers(click.ParamType):
+    """A number of DataLoader processes (0 or more), or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | str:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            number = int(text)
+        except ValueError:
+            number = -1
+        if number < 0:
+            self.fail(f"{value!r} is neither a number of processes (0 or more) nor auto.",
+                      param, ctx)
+        return number
+
+
+WORKERS_HELP = ("DataLoader worker processes, or auto: 0 on CPU (the model needs the cores; "
+                "cached or in-memory images load cheaply), on CUDA one per core this process "
+                "may use less one, 1 to 8 (pinned memory, 4 batches ahead each).")
+channels_last = click.option(
+    "--channels-last", type=click.Choice(["auto", "on", "off"]),
+    help="Memory format of the model and its input batches: auto is channels_last on CUDA "
+    "(faster convolutions on tensor cores), on is channels_last on CPU too, off never; a "
+    "detector that declares it breaks under channels_last keeps the default layout. Speed "
+    "only: recorded, not part of the configuration. [default: auto]")
+
 _CONVERGENCE = (
     click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]),
                  help="Learning-rate schedule over the epoch ceiling (step: x0.1 at 1/2 and "

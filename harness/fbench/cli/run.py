@@ -54,8 +54,14 @@ if TYPE_CHECKING:
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
               help="Share of train carved (by group) as validation for model selection. "
               "[default: 0.1]")
-@click.option("--workers", type=click.IntRange(min=0),
-              help="DataLoader worker processes. [default: 0]")
+@click.option("--workers", type=options.Workers(), metavar="N|auto",
+              help=options.WORKERS_HELP + " The run stores the number used. [default: auto]")
+@options.channels_last
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the model for training (faster steps once compiled; the "
+              "first step's compile time is stored apart as compile_warmup_seconds and not "
+              "counted in the throughput). Speed only: recorded, not part of the "
+              "configuration.")
 @click.option("--name", help="A label for the run directory.")
 @click.option("--skip-audit", is_flag=True,
               help="Do not audit a built dataset for leaks before training (recorded in the run).")
@@ -69,8 +75,8 @@ if TYPE_CHECKING:
               "(model, optimizer, RNG streams, best so far), with its stored settings.")
 def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tuple[str, ...],
             transform_option: tuple[str, ...], no_progress: bool, skip_audit: bool,
-            skip_bad: bool, tf32: bool, keep_last: bool, resume: Path | None,
-            **flags: Any) -> None:
+            skip_bad: bool, tf32: bool, keep_last: bool, compile_model: bool,
+            resume: Path | None, **flags: Any) -> None:
     """Train a detector on a dataset, select the best epoch on validation, evaluate it on the
     eval split and store the run (config, metrics, predictions, checkpoints).
 
@@ -84,7 +90,7 @@ def run_cmd(config_file: Path | None, set_: tuple[str, ...], dataset_option: tup
     assignments = {"--set": set_, "--dataset-option": dataset_option,
                    "--transform-option": transform_option}
     switches = {"skip_audit": skip_audit, "skip_bad": skip_bad, "tf32": tf32,
-                "keep_last": keep_last}
+                "keep_last": keep_last, "compile": compile_model}
     if resume is not None:
         refuse_changes_on_resume(config_file, flags, assignments, switches)
         _resume(resume, no_progress)
@@ -114,7 +120,7 @@ def _announce(resolved: ResolvedRun, console: Console) -> None:
                   f"{count(c.epochs, 'epoch')} at most, batch {c.batch_size}, lr {c.lr:g}, "
                   f"seed {c.seed}; "
                   f"protocol {c.protocol}, {c.resample} resize"
-                  + (", TF32 allowed" if c.tf32 else ""))
+                  + (", TF32 allowed" if c.tf32 else "") + (", compiled" if c.compile else ""))
 
 
 def _train(resolved: ResolvedRun, console: Console, no_progress: bool,

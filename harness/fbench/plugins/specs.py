@@ -177,6 +177,11 @@ class DetectorSpec:
     """The parts ``fbench bench`` times on their own in this detector's default build: each is
     the ``bench_group`` class attribute of a submodule (a ``BenchTimed``, e.g.
     ``"frequency: FAD"``), reported as its share of a training step."""
+    channels_last: bool = True
+    """Whether the model may run channels_last (NHWC) when a run or ``fbench bench`` asks for
+    it (the run setting ``channels_last``: ``auto`` on CUDA, ``on``). False when the model
+    breaks or slows under channels_last (say, a ``.view`` of a feature map that is then no
+    longer contiguous, or a custom op that copies every input back to NCHW)."""
 
     def __post_init__(self) -> None:
         _check_name("detector", self.name)

@@ -162,6 +162,23 @@ class RunWriter:
         if self.enabled:
             self.checkpoint_path(name).unlink(missing_ok=True)
 
+    def resume_state(self) -> dict[str, Any]:
+        """What ``last.pt`` holds for ``fbench run --resume`` to continue the run from; a
+        completed run, one stopped in its first epoch or a checkpoint without resume state
+        is refused."""
+        if self.read_status().get("state") == "completed":
+            raise FbenchError(f"run {self.path} is already completed; nothing to resume.",
+                              "start a new run (or `fbench reproduce` it).")
+        last = self.checkpoint_path("last")
+        if not last.is_file():
+            raise FbenchError(f"run {self.path} has no checkpoint to resume from (it stopped "
+                              "during its first epoch).", "start the run again.")
+        state = read_checkpoint(last)
+        if "rng" not in state or "epochs" not in state:
+            raise FbenchError(f"{last} was written by an older fbench without resume state.",
+                              "start the run again.")
+        return state
+
     def predictions(self, selected: pd.DataFrame, last: pd.DataFrame) -> None:
         """The selected checkpoint's and the last epoch's predictions on val and eval."""
         if self.enabled:

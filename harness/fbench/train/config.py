@@ -41,8 +41,12 @@ _CHECKS: dict[str, tuple[tuple[type, ...], Any, str, str]] = {
     "seed": (_INT, lambda v: True, "", "seed = 0"),
     "input_size": (_INT, lambda v: v >= 8, "at least 8", "input_size = 224"),
     "val_fraction": (_NUM, lambda v: 0 <= v < 1, "in [0, 1)", "val_fraction = 0.1"),
-    "workers": (_INT, lambda v: v >= 0, "0 or more", "workers = 4"),
+    "workers": ((int, str), lambda v: v == "auto" if isinstance(v, str) else v >= 0,
+                'a number of processes (0 or more) or "auto"', 'workers = "auto"'),
     "tf32": (_BOOL, lambda v: True, "", "tf32 = true"),
+    "compile": (_BOOL, lambda v: True, "", "compile = true"),
+    "channels_last": (_STR, lambda v: v in ("auto", "on", "off"), "auto, on or off",
+                      'channels_last = "auto"'),
     "keep_last": (_BOOL, lambda v: True, "", "keep_last = true"),
     "schedule": (_STR, lambda v: v in ("cosine", "step", "constant"),
                  "cosine, step or constant", 'schedule = "cosine"'),
@@ -78,15 +82,20 @@ _CHECKS: dict[str, tuple[tuple[type, ...], Any, str, str]] = {
 }
 
 
+# what a setting takes, where its types alone would say it wrong ("an integer or a string")
+_KINDS = {"workers": 'an integer or "auto"'}
+
+
 def _check_setting(name: str, value: Any) -> None:
     types, ok, meaning, example = _CHECKS[name]
     # bool is an int in Python; a flag is never a count, and a count never a flag
     wrong_type = (not isinstance(value, types)
                   or (isinstance(value, bool) and bool not in types))
     if wrong_type:
-        kinds = " or ".join({"int": "an integer", "float": "a number", "str": "a string",
-                             "bool": "true or false", "dict": "a table"}[t.__name__]
-                            for t in types if not (t is int and float in types))
+        kinds = _KINDS.get(name) or " or ".join(
+            {"int": "an integer", "float": "a number", "str": "a string",
+             "bool": "true or false", "dict": "a table"}[t.__name__]
+            for t in types if not (t is int and float in types))
         raise FbenchError(f"setting {name} must be {kinds}, got {value!r}.", f"e.g. {example}")
     if not ok(value):
         raise FbenchError(f"setting {name} must be {meaning}, got {value!r}.", f"e.g. {example}")
@@ -105,6 +114,15 @@ class RunConfig:
     ``DetectorSpec.protocols`` (``thesis``), applied under any flag the user gives.
     ``cache``: the decoded-image cache (:mod:`fbench.data.cache`): ``auto`` reads it when it is
     built, ``build`` builds it first when missing, ``off`` never touches it.
+
+    Speed (recorded in ``config.json``, no part of the configuration a table compares:
+    results move within float tolerance at most, and on CPU not at all by default):
+    ``workers``, the DataLoader processes, or ``auto`` (0 on CPU, on CUDA enough to feed the
+    GPU: :func:`fbench.train.runtime.resolve_workers`; the run stores the number it used);
+    ``channels_last``, the model's and the input's memory format: ``auto`` (on CUDA where the
+    detector allows it), ``on`` (on CPU too) or ``off``; ``compile``, ``torch.compile`` the
+    model for training (its first step's warm-up is stored apart, as
+    ``compile_warmup_seconds``, and not counted in the throughput).
 
     ``keep_last``: keep ``checkpoints/last.pt`` (model, optimizer, scheduler and RNG state for
     ``--resume``) once the run completes; by default only ``best.pt`` (model and transform)
@@ -141,7 +159,9 @@ class RunConfig:
     resample: str = "bilinear"
     protocol: str = "fbench"
     val_fraction: float = 0.1
-    workers: int = 0
+    workers: int | str = "auto"
+    channels_last: str = "auto"
+    compile: bool = False
     cache_images: bool | None = None
     cache: str = "auto"
     audit: bool = True

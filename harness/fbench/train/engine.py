@@ -41,13 +41,17 @@ from fbench.train.loaders import Loaders, build_loaders, precise_bn_batches  # n
 from fbench.train.resolve import ResolvedRun
 from fbench.train.runtime import (  # noqa: F401
     autocast,
+    compile_for_training,
     make_optimizer,
+    memory_format_of,
     prepare_batch,
     resolve_device,
     restore_rng_state,
     rng_state,
     seed_everything,
     tf32_mode,
+    training_modes,
+    wants_channels_last,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,25 +70,9 @@ def train_and_evaluate(r: ResolvedRun, console: Console | None = None,
     optimizer, every RNG stream, the epoch log and the best score so far) to continue from;
     the continued run ends exactly as an uninterrupted one with the same seed would on CPU.
     Under torchrun, trains with DistributedDataParallel; only rank 0 writes. TF32 is allowed
-    on CUDA only when the run asks for it."""
-    with tf32_mode(r.config.tf32):
+    on CUDA only when the run asks for it; cuDNN autotunes on CUDA (``training_modes``)."""
+    with training_modes(r.config.tf32, resolve_device(r.config.device), r.config.compile):
         return _Training(r, console, progress, resume).run()
-
-
-def _resume_state(run_dir: Path) -> dict[str, Any]:
-    status = RunWriter(run_dir).read_status()
-    if status.get("state") == "completed":
-        raise FbenchError(f"run {run_dir} is already completed; nothing to resume.",
-                          "start a new run (or `fbench reproduce` it).")
-    last = run_dir / "checkpoints" / "last.pt"
-    if not last.is_file():
-        raise FbenchError(f"run {run_dir} has no checkpoint to resume from (it stopped during "
-                          "its first epoch).", "start the run again.")
-    state = read_checkpoint(last)
-    if "rng" not in state or "epochs" not in state:
-        raise FbenchError(f"{last} was written by an older fbench without resume state.",
-                          "start the run again.")
-    return state
 
 
 class _Training:
@@ -107,12 +95,15 @@ class _Training:
                                                                               quiet=True)
         self.progress = progress and main
         seed_everything(cfg.seed, deterministic=self.device.type == "cpu")
-        self.model = r.build_model().to(self.device)
+        self.channels_last = wants_channels_last(cfg.channels_last, self.device,
+                                                 r.detector.channels_last)
+        model = r.build_model().to(self.device)
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.transform = r.build_transform().to(self.device)
         self.loaders = build_loaders(r, self.device, self.ctx, progress=self.progress)
         self.loader_gen = self.loaders.train.generator or torch.Generator()
         self.optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr,
-                                        cfg.weight_decay)
+                                        cfg.weight_decay, self.device)  # fused on CUDA
         self.steps_per_epoch = max(1, len(self.loaders.train))
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.epochs,
                                         self.steps_per_epoch, cfg.warmup_epochs)
@@ -125,7 +116,10 @@ class _Training:
             self.trained = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                 else None)
-        self.resume_state = _resume_state(Path(resume)) if resume is not None else None
+        if cfg.compile:  # training steps only: evaluation calls the model itself
+            self.trained = compile_for_training(self.trained)
+        self.resume_state = (RunWriter(Path(resume)).resume_state() if resume is not None
+                             else None)
         self.writer = RunWriter(self._open_dir(Path(resume) if resume else None), main)
         self.epochs: list[dict[str, Any]] = []
         self.best_score = -math.inf
@@ -173,7 +167,9 @@ class _Training:
         r, w = self.r, self.writer
         stored = r.stored_config(**r.parameter_counts(self.model), device=str(self.device),
                                  world_size=self.ctx.world_size,
-                                 cache_used=self.loaders.cache_used)
+                                 cache_used=self.loaders.cache_used,
+                                 workers=self.loaders.workers,  # what "auto" resolved to
+                                 channels_last_used=self.channels_last)
         stored["warnings"] = r.warnings()
         for line in stored["warnings"]:
             self.console.print(f"[bold yellow]warning:[/] {line}")
@@ -261,7 +257,8 @@ class _Training:
     def _precise_bn(self) -> int:
         """BatchNorm statistics recomputed over the run's fixed precise-BN batches."""
         def forward(batch: Any) -> None:
-            prepared = prepare_batch(batch, self.transform, self.device)
+            prepared = prepare_batch(batch, self.transform, self.device,
+                                     memory_format_of(self.model))
             with autocast(self.device, self.cfg.precision):
                 self.model(prepared)
 
@@ -275,7 +272,8 @@ class _Training:
             loaders.train.sampler.set_epoch(epoch)
         row = train_one_epoch(self.model, self.trained, self.transform, self.optimizer,
                               loaders.train, self.device, cfg.precision, bar, epoch,
-                              self.run_dir, self.ctx, self.scheduler, cfg.clip_grad)
+                              self.run_dir, self.ctx, self.scheduler, cfg.clip_grad,
+                              first_step_apart=cfg.compile and epoch == self.first_epoch)
         if cfg.precise_bn:
             # before validation: stale running statistics can make a model that separates
             # the classes look collapsed in eval mode; the checkpoints keep these statistics
@@ -366,6 +364,9 @@ class _Training:
             **scored(preds),
             "last": {"epoch": int(self.epochs[-1]["epoch"]), **scored(last_preds)},
         }
+        if cfg.compile:  # once per process (a resumed run compiles again): not throughput
+            summary["compile_warmup_seconds"] = sum(e.get("compile_warmup_seconds", 0.0)
+                                                    for e in self.epochs)
         if self.resume_state is not None:
             summary["resumed_after_epoch"] = int(self.resume_state["epoch"])
         return summary

@@ -17,7 +17,7 @@ from fbench.metrics import PROB_COLUMNS
 from fbench.metrics import segmentation_scores as seg_scores
 from fbench.plugins.detector import Detector
 from fbench.train.distributed import DistContext, gather_concat
-from fbench.train.runtime import autocast, prepare_batch
+from fbench.train.runtime import autocast, memory_format_of, prepare_batch
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.progress import Progress
@@ -37,10 +37,11 @@ def predict(model: Detector, transform: torch.nn.Module, loader: DataLoader,
     sample of a loader, in loader order. ``on_output(batch, output)`` sees each batch's whole
     output (``fbench predict`` saves the predicted masks from it): the one inference loop."""
     model.eval()
+    memory_format = memory_format_of(model)  # batches laid out as the weights are
     probs, index, dice, iou = [], [], [], []
     task = progress.add_task(description, total=len(loader), info="") if progress else None
     for batch in loader:
-        batch = prepare_batch(batch, transform, device)
+        batch = prepare_batch(batch, transform, device, memory_format)
         with autocast(device, precision):
             out = model(batch)
         if on_output is not None:

@@ -16,6 +16,7 @@ from fbench.data.cache import CachedDataset, ImageCache, build_cache, open_cache
 from fbench.data.images import ManifestDataset, collate
 from fbench.train.distributed import DistContext, ShardSampler, barrier
 from fbench.train.resolve import ResolvedRun
+from fbench.train.runtime import PREFETCH_FACTOR, resolve_workers
 
 
 @dataclass
@@ -25,6 +26,16 @@ class Loaders:
     eval: DataLoader
     cache_used: bool = False
     """Whether the images came from the decoded-image cache (else they are decoded)."""
+    workers: int = 0
+    """The loader processes each loader uses (the run's ``workers`` setting resolved)."""
+
+
+def loader_processes(workers: int, device: torch.device) -> dict[str, Any]:
+    """The DataLoader arguments for ``workers`` processes feeding ``device``: pinned memory
+    on CUDA (the copy to the GPU then runs asynchronously), and with processes, kept across
+    epochs and each :data:`~fbench.train.runtime.PREFETCH_FACTOR` batches ahead."""
+    extra = {"persistent_workers": True, "prefetch_factor": PREFETCH_FACTOR} if workers else {}
+    return {"num_workers": workers, "pin_memory": device.type == "cuda", **extra}
 
 
 def image_cache(r: ResolvedRun, ctx: DistContext | None = None,
@@ -49,9 +60,10 @@ def build_loaders(r: ResolvedRun, device: torch.device,
     cfg = r.config
     size = r.input_size
     n = len(r.manifest)
+    workers = resolve_workers(cfg.workers, device, in_memory=bool(cfg.cache_images))
     cache = cfg.cache_images
     if cache is None:  # small datasets decode once and stay in memory
-        cache = cfg.workers == 0 and n * size * size * 3 < 2 * 1024**3
+        cache = workers == 0 and n * size * size * 3 < 2 * 1024**3
     with_masks = r.dataset.has_masks
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -75,9 +87,7 @@ def build_loaders(r: ResolvedRun, device: torch.device,
                        else ShardSampler(len(ds), ctx))
         return DataLoader(
             ds, batch_size=cfg.batch_size, shuffle=shuffle and sampler is None,
-            sampler=sampler, collate_fn=collate,
-            num_workers=cfg.workers, pin_memory=device.type == "cuda",
-            persistent_workers=cfg.workers > 0,
+            sampler=sampler, collate_fn=collate, **loader_processes(workers, device),
             generator=gen if shuffle and sampler is None else None,
             # A trailing batch of one breaks BatchNorm in training; shuffling changes which
             # images are left out, so each is still seen.
@@ -85,7 +95,7 @@ def build_loaders(r: ResolvedRun, device: torch.device,
         )
 
     return Loaders(loader("train", True), loader("val", False), loader("eval", False),
-                   cache_used=images is not None)
+                   cache_used=images is not None, workers=workers)
 
 
 def precise_bn_batches(train: DataLoader, n: int, seed: int) -> Iterator[Any]:

@@ -146,31 +146,45 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
               data_batches: int = 10, console: Any = None) -> BenchResult:
     """Measure one configuration (see the module docstring). ``config`` names the detector,
     dataset (for the data pipeline and batch contents), batch size, input size, device and
-    precision (``auto``: bf16 on CUDA, fp32 on CPU)."""
+    precision (``auto``: bf16 on CUDA, fp32 on CPU). ``channels_last``: None as a run's
+    ``auto`` (on CUDA), True as ``on``, False as ``off``; never for a detector whose spec
+    says it breaks under it. Measured as a tuned CUDA run would allow (autotuned
+    convolutions, TF32, fused Adam), the process's flags restored afterwards; a model
+    torch.compile cannot compile is one line (:func:`~fbench.train.runtime.training_modes`)."""
+    from fbench.train.runtime import resolve_device, training_modes
+
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # peak memory from here on
+    with training_modes(device.type == "cuda", device, compile_model):
+        return _measure(config, device, steps, warmup, rounds, channels_last, compile_model,
+                        data_batches, console)
+
+
+def _measure(config: RunConfig, device: torch.device, steps: int, warmup: int, rounds: int,
+             channels_last: bool | None, compile_model: bool, data_batches: int,
+             console: Any) -> BenchResult:
     from fbench.data.cache import loading_rates
     from fbench.plugins.detector import count_parameters
     from fbench.progress import make_progress
-    from fbench.train.engine import (
+    from fbench.train.engine import build_loaders, seed_everything, train_one_epoch
+    from fbench.train.resolve import resolve
+    from fbench.train.runtime import (
         autocast,
-        build_loaders,
+        compile_for_training,
         make_optimizer,
         prepare_batch,
-        resolve_device,
-        seed_everything,
-        train_one_epoch,
+        wants_channels_last,
     )
-    from fbench.train.resolve import resolve
 
-    device = resolve_device(config.device)
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
-    if channels_last is None:  # helps convolutions on tensor cores; on CPU it rarely does
-        channels_last = device.type == "cuda"
     r = resolve(config.replace(precision=precision, audit=False))
     cfg = r.config
+    setting = {None: "auto", True: "on", False: "off"}[channels_last]
+    channels_last = wants_channels_last(setting, device, r.detector.channels_last)
     seed_everything(cfg.seed, deterministic=False)
-    _fast_cuda(device)
 
     model = r.build_model().to(device)
     transform = r.build_transform().to(device)
@@ -180,7 +194,8 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
     if r.transform.fit_on_train:
         transform.fit(prepare_batch(b, torch.nn.Identity(), device).images
                       for _, b in zip(range(4), loaders.train, strict=False))
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay,
+                               device)  # fused on CUDA, as a run's
 
     # 1. the data pipeline alone
     data_rate, raw_batches = _data_pipeline(loaders.train, steps, data_batches, device)
@@ -189,9 +204,7 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
         r.manifest[r.manifest["split"] == "train"].head(cfg.batch_size * data_batches),
         r.input_size, cfg.resample, r.dataset.has_masks, cfg.batch_size)
 
-    forward: torch.nn.Module = model
-    if compile_model:
-        forward = torch.compile(model)
+    forward: torch.nn.Module = compile_for_training(model) if compile_model else model
 
     # 2. the bare loop: what any training script must do at least
     def bare() -> None:
@@ -212,10 +225,9 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
     bar_console = console or _quiet_console()
 
     def fbench_step() -> None:
-        with make_progress(bar_console, False) as bar:
-            train_one_epoch(model, forward, _ChannelsLast(transform, memory_format),
-                             optimizer, raw_batches, device, precision, bar, 1,
-                             _scratch_dir())
+        with make_progress(bar_console, False) as bar:  # lays batches out as the model is
+            train_one_epoch(model, forward, transform, optimizer, raw_batches, device,
+                            precision, bar, 1, _scratch_dir())
 
     for _ in range(warmup):
         bare()
@@ -233,9 +245,9 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
     # 4. the engine fed by the DataLoader (as a run trains)
     def loader_epoch() -> None:
         with make_progress(bar_console, False) as bar:
-            train_one_epoch(model, forward, _ChannelsLast(transform, memory_format),
-                             optimizer, _take(loaders.train, data_batches), device, precision,
-                             bar, 1, _scratch_dir())
+            train_one_epoch(model, forward, transform, optimizer,
+                            _take(loaders.train, data_batches), device, precision, bar, 1,
+                            _scratch_dir())
 
     epoch_s = _timed(loader_epoch, device)
     epoch_images = sum(len(b) for b in _take(loaders.train, data_batches))
@@ -267,16 +279,6 @@ def machine_load() -> tuple[float, int] | None:
         return os.getloadavg()[0], os.cpu_count() or 1
     except (AttributeError, OSError):  # not on Windows, nor where /proc/loadavg is missing
         return None
-
-
-def _fast_cuda(device: torch.device) -> None:
-    """What a tuned CUDA run would allow (autotuned convolutions, TF32); peak memory from
-    here on."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 def _data_pipeline(loader: Any, steps: int, data_batches: int, device: torch.device
@@ -322,18 +324,6 @@ def _shares(groups: dict[str, list[torch.nn.Module]], bare: Callable[[], Any],
     timer.enabled = False
     timer.remove()
     return {g: t / total for g, t in timer.totals.items()}
-
-
-class _ChannelsLast(torch.nn.Module):
-    """The run's transform, its output in the benchmark's memory format."""
-
-    def __init__(self, transform: torch.nn.Module, memory_format: torch.memory_format) -> None:
-        super().__init__()
-        self.transform = transform
-        self.memory_format = memory_format
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transform(x).contiguous(memory_format=self.memory_format)
 
 
 def _prepared(b: Batch, transform: torch.nn.Module, memory_format: torch.memory_format) -> Batch:

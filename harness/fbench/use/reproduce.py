@@ -233,6 +233,9 @@ def reproduce(run: Run | str | Path, *, out: str | Path | None = None, force: bo
     changes: dict[str, Any] = {
         "out": str(out if out is not None else r.path.parent / "reproduce"),
         "name": f"reproduce-{r.id}", "device": dev,
+        # the loader processes the run's machine had (config.json holds what "auto" resolved
+        # to there) are no part of the run: this machine resolves its own
+        "workers": "auto",
     }
     if epochs_from_run:
         changes["epochs"] = int(r.summary["selected_epoch"])
