@@ -324,3 +324,49 @@ def test_submitit_jobs_store_the_runs_a_local_sweep_makes(submitit, reference, t
     assert [r.config["seed"] for r in runs] == [0, 1]
     assert_same_predictions(probabilities(out), {s: reference[s] for s in (0, 1)})
     assert list((tmp_path / "jobs").glob("*/*_log.err"))  # the jobs' own logs, not in the store
+
+
+@pytest.mark.slow  # a cluster or process pool starting: seconds to a minute each
+def test_a_ray_sweep_killed_half_way_trains_only_the_missing_runs_again(tmp_path, monkeypatch,
+                                                                       capsys):
+    """A real kill, not a sweep that was made short: the sweep's process group (driver, the
+    Ray it started and its workers) gets SIGKILL once a run is stored and before all are;
+    the same sweep again reuses exactly the runs that completed and trains the rest."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    out = tmp_path / "runs"
+    settings = {**SETTINGS, "epochs": 3}
+    script = ("import fbench\nfrom fbench.train.config import RunConfig\n"
+              f"fbench.sweep([RunConfig(**{settings!r}, seed=s, out={str(out)!r}) "
+              "for s in range(4)], executor='ray', num_cpus=1)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "completed" not in _states(out):
+            assert proc.poll() is None, proc.communicate()[0]  # it ended: say why
+            assert time.monotonic() < deadline, "no run completed"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    completed = {json.loads((d / "config.json").read_text())["seed"] for d in run_dirs(out)
+                 if json.loads((d / "status.json").read_text())["state"] == "completed"}
+    assert 1 <= len(completed) < 4  # killed half-way
+
+    capsys.readouterr()
+    runs = fbench.sweep(configs(out, epochs=3), executor="ray", num_cpus=2, progress=True)
+    text = capsys.readouterr().err
+    assert text.count(": reusing ") == len(completed), text
+    for seed in set(range(4)) - completed:
+        assert f"done resnet18 (seed {seed}, transform raw)" in text, text
+    assert [r.config["seed"] for r in runs] == [0, 1, 2, 3]
+    assert sum(s == "completed" for s in _states(out)) == 4  # the killed run is not counted
