@@ -75,7 +75,7 @@ def test_fbench_defaults_and_the_thesis_protocol_resolve_as_documented(small_dat
     resolved = resolve(RunConfig(**base))
     ours = resolved.config
     steps = int((resolved.manifest["split"] == "train").sum()) // 8
-    # resnet18 prefers a ceiling of 12 epochs: one of warm-up (none below 10); a few steps an
+    # a ceiling of 20 epochs (fbench's): one of warm-up (none below 10); a few steps an
     # epoch, all of them for precise BN
     assert (ours.schedule, ours.patience, ours.collapse_epochs) == ("cosine", 3, 3)
     assert ours.warmup_epochs == 1 and 0 < ours.precise_bn == steps < 32

@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 epochs = click.option("--epochs", type=click.IntRange(min=1),
-                      help="Training epochs; default: the detector's preference, else 10.")
+                      help="The most epochs a run trains (patience stops it earlier on a "
+                           "plateau); default: the detector's preference, else 20.")
 batch_size = click.option("--batch-size", type=click.IntRange(min=1),
                           help="Batch size; default: the detector's preference, else 64.")
 lr = click.option("--lr", type=click.FloatRange(min=0, min_open=True),
