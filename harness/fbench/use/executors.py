@@ -260,8 +260,11 @@ class RayExecutor(Executor):
 
         if ray.is_initialized():
             return False
+        # address "local": a Ray of the sweep's own, even where another local Ray runs (a bare
+        # ray.init() joins that one and then refuses num_cpus with a traceback)
         where = ({"address": self.address} if self.address else
-                 {"num_cpus": self.num_cpus or os.cpu_count(), "include_dashboard": False})
+                 {"address": "local", "num_cpus": self.num_cpus or os.cpu_count(),
+                  "include_dashboard": False})
         try:
             ray.init(**where, log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError as exc:
