@@ -27,8 +27,9 @@ DEFAULTS: dict[str, Any] = {"epochs": 20, "batch_size": 64, "lr": 1e-3,
 (``DetectorSpec.defaults``). ``epochs`` is the ceiling; ``patience`` stops earlier on a
 plateau. 20: every shipped detector reached a plateau under it on the committed synthetic
 tables (leaderboards/synthetic.md, 3 seeds each); under 12, resnet18, graftnet and the
-landmark net stopped at the ceiling still improving (docs/lr-sweep.md). ``warmup_epochs`` (1 from a ceiling of 10 epochs, else 0) and ``precise_bn`` (on over
-up to 32 batches when an epoch has fewer than 500 steps) resolve from the run's size."""
+landmark net stopped at the ceiling still improving (docs/lr-sweep.md). ``warmup_epochs``
+(1 from a ceiling of 10 epochs, else 0) and ``precise_bn`` (on over up to 32 batches when an
+epoch has fewer than 500 steps) resolve from the run's size."""
 
 
 # The type (and range) each setting must have: checked once, when a RunConfig is made, so a

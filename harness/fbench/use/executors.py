@@ -11,6 +11,7 @@ the missing runs again. Ray and submitit are imported only when used (``.[cluste
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -255,16 +256,12 @@ class RayExecutor(Executor):
         self.cpus, self.gpus, self.num_cpus = float(cpus_per_run), float(gpus_per_run), num_cpus
 
     def _connect(self, ray: Any) -> bool:
-        """Connect to (or start) Ray; True when this sweep did, and so shuts it down."""
-        import logging
-
+        """Connect to (or start) Ray; True when this sweep did, and so shuts it down. Started:
+        address "local", a Ray of its own even where one runs (ray.init() joins it, then fails)."""
         if ray.is_initialized():
             return False
-        # address "local": a Ray of the sweep's own, even where another local Ray runs (a bare
-        # ray.init() joins that one and then refuses num_cpus with a traceback)
-        where = ({"address": self.address} if self.address else
-                 {"address": "local", "num_cpus": self.num_cpus or os.cpu_count(),
-                  "include_dashboard": False})
+        where = ({"address": self.address} if self.address else {"address": "local",
+                 "num_cpus": self.num_cpus or os.cpu_count(), "include_dashboard": False})
         try:
             ray.init(**where, log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError as exc:
