@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_cnn
+from tiny import detector_batch, tiny_cnn
 
 import fbench
 from fbench.errors import FbenchError
@@ -31,7 +31,6 @@ from fbench.train.config import RunConfig
 
 SIZE = 32
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
-LANDMARKS = 468  # the face mesh's points: what a run with landmarks hands a detector
 
 
 def _registered_detectors() -> list[str]:
@@ -51,23 +50,6 @@ def _build(name: str) -> tuple[fbench.DetectorSpec, torch.nn.Module]:
 
     spec = get_registry().get("detector", name)
     return spec, build_detector(spec, {}, SIZE)
-
-
-def _batch(spec: fbench.DetectorSpec, n: int = 2) -> Batch:
-    """Two images through the detector's default transform, with what any detector may
-    need: labels of different classes, masks, landmarks."""
-    g = torch.Generator().manual_seed(0)
-    rgb = torch.rand(n, 3, SIZE, SIZE, generator=g)
-    transform = fbench.create_transform(spec.transform)
-    if get_registry().get("transform", spec.transform).fit_on_train:
-        transform.fit([rgb])
-    with torch.no_grad():
-        images = transform(rgb)
-    return Batch(images=images, rgb=rgb, labels=torch.arange(n) % 3,
-                 masks=(torch.rand(n, 1, SIZE, SIZE, generator=g) > 0.5).float(),
-                 has_mask=torch.ones(n, dtype=torch.bool),
-                 landmarks=0.3 + 0.4 * torch.rand(n, LANDMARKS, 2, generator=g),
-                 landmarks_found=torch.ones(n, dtype=torch.bool), index=torch.arange(n))
 
 
 # -- workers ---------------------------------------------------------------------------------
@@ -239,7 +221,7 @@ def test_detector_gives_the_same_outputs_under_channels_last(name):
     if not spec.channels_last:
         pytest.skip(f"{name} declares channels_last=False")
     model.eval()
-    batch = _batch(spec)
+    batch = detector_batch(spec, SIZE)
     nhwc_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     assert runtime.memory_format_of(nhwc_model) is torch.channels_last
     nhwc_batch = copy.copy(batch)
@@ -286,7 +268,7 @@ def test_detector_trains_a_bf16_step(name):
     torch.manual_seed(0)
     spec, model = _build(name)
     model.train()
-    batch = _batch(spec)
+    batch = detector_batch(spec, SIZE)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(batch)
         losses = model.loss(out, batch)

@@ -21,9 +21,9 @@ import sys
 
 import pytest
 import torch
+from tiny import detector_batch
 
 import fbench
-from fbench import Batch
 from fbench.plugins.detector import as_detector
 from fbench.plugins.protocols import (
     FittedTransform,
@@ -32,8 +32,6 @@ from fbench.plugins.protocols import (
 )
 from fbench.plugins.registry import get_registry, reset_registry
 from fbench.plugins.specs import factory_options
-
-LANDMARKS = 468  # the face mesh's points: what a run with landmarks hands a detector
 
 
 def _registered(kind: str) -> list[str]:
@@ -80,26 +78,11 @@ def _build(name: str, size: int):
     return spec, model
 
 
-def _batch(spec, size: int, n: int = 2) -> Batch:
-    g = torch.Generator().manual_seed(0)
-    rgb = torch.rand(n, 3, size, size, generator=g)
-    transform = fbench.create_transform(spec.transform)
-    if getattr(get_registry().get("transform", spec.transform), "fit_on_train", False):
-        transform.fit([rgb])
-    with torch.no_grad():
-        images = transform(rgb)
-    return Batch(images=images, rgb=rgb, labels=torch.arange(n) % 3,
-                 masks=(torch.rand(n, 1, size, size, generator=g) > 0.5).float(),
-                 has_mask=torch.ones(n, dtype=torch.bool),
-                 landmarks=0.3 + 0.4 * torch.rand(n, LANDMARKS, 2, generator=g),
-                 landmarks_found=torch.ones(n, dtype=torch.bool), index=torch.arange(n))
-
-
 def _check_detector(name: str, size: int) -> None:
     torch.manual_seed(0)
     spec, model = _build(name, size)
     model.train()
-    batch = _batch(spec, size)
+    batch = detector_batch(spec, size)
     out = model(batch)
     assert out.logits.shape == (2, 3) and out.logits.is_floating_point()
     assert bool(torch.isfinite(out.logits).all())
