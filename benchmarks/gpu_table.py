@@ -40,6 +40,7 @@ import torch
 import fbench
 from fbench.errors import FbenchError
 from fbench.markdown import count, to_markdown
+from fbench.plugins.registry import get_registry
 from fbench.train.config import RunConfig
 
 # The thesis's final table, in its order (THESIS.md): the rows this script projects.
@@ -214,7 +215,6 @@ def make_settings(args: argparse.Namespace) -> Settings:
 def thesis_detectors() -> list[str]:
     """The thesis table's rows in its order, plus any other registered detector that carries
     that table as its reference (a row added later is not silently left out)."""
-    from fbench.plugins.registry import get_registry
 
     specs = get_registry().specs("detector")
     extra = [name for name, (spec, _) in sorted(specs.items())
@@ -230,7 +230,6 @@ def ensure_builtin_plugins() -> None:
     import tomllib
     from importlib import metadata
 
-    from fbench.plugins.registry import get_registry
 
     if any(getattr(ep.dist, "name", None) == "fbench"
            for ep in metadata.entry_points(group="fbench")):
@@ -754,7 +753,7 @@ class Table:
     def skip_reason(self, detector: str, variant: Variant) -> str | None:
         if self.deadline is not None and time.monotonic() > self.deadline:
             return "not measured: the --budget-min time budget ran out"
-        if variant.channels_last and not _spec_allows_channels_last(detector):
+        if variant.channels_last and not get_registry().get("detector", detector).channels_last:
             return "skipped: the detector's spec says it does not run in channels_last"
         if variant.channels_last and detector in self.cl_broken:
             return f"skipped: channels_last failed in {self.cl_broken[detector]}"
@@ -785,15 +784,6 @@ class Table:
         print(f"[{elapsed:6.0f} s] {text}", flush=True)
 
 
-def _spec_allows_channels_last(detector: str) -> bool:
-    """A spec may declare that its model breaks under channels_last (a field the engine's
-    channels_last work may add; absent: allowed, and an attempt that fails is noted)."""
-    from fbench.plugins.registry import get_registry
-
-    spec = get_registry().get("detector", detector)
-    return getattr(spec, "channels_last", True) is not False
-
-
 def run_check(s: Settings, report: Report, scratch: Path) -> None:
     print("predictions check: training twice (cache read, then decoded)...", flush=True)
     try:
@@ -818,7 +808,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    from fbench.plugins.registry import get_registry
 
     ensure_builtin_plugins()
     s = make_settings(args)
