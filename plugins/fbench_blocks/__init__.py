@@ -9,6 +9,8 @@ detector plugin imports another:
   multi-task loss;
 - :mod:`fbench_blocks.dct`: the orthonormal 2-D DCT on the device (the heads, LRL's high-pass,
   the ``dct`` transform);
-- :mod:`fbench_blocks.options`: parsing list-valued ``--set`` options.
+- :mod:`fbench_blocks.options`: parsing list-valued ``--set`` options;
+- :mod:`fbench_blocks.pointwise`: a strided 1 × 1 convolution oneDNN's channels_last CPU
+  backward does not crash on (GraftNet).
 
 Importing this package stays light: torch and timm are imported by the submodules only."""

@@ -23,6 +23,7 @@ from torch import nn
 from fbench import Batch, Detector, DetectorOutput, FbenchError
 from fbench_blocks.frequency import LFS_ORDERS, FADHead, LFSHead
 from fbench_blocks.losses import DICE_REDUCTIONS, multitask_loss
+from fbench_blocks.pointwise import safe_strided_pointwise
 from fbench_graftnet.decoder import ACTIVATIONS, GraftDecoder
 from fbench_graftnet.graft import THESIS_GRID, GraftAttention
 
@@ -111,6 +112,9 @@ class GraftNet(Detector):
                                     xception_block(256, 256, 3, 1))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(256, num_classes)
+        # The first LFS block's skip (6 → 32 channels, 1 × 1, stride 2) would crash oneDNN's
+        # channels_last backward on the CPU; see fbench_blocks.pointwise.
+        safe_strided_pointwise(self)
 
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
                                                       list[torch.Tensor]]:

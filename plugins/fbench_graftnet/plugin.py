@@ -102,10 +102,6 @@ def register_detectors(register: Callable[[DetectorSpec], Any]) -> None:
             references={"thesis, seg_2": _THESIS_TABLE[name]},
             protocols={"thesis": thesis_protocol(needs_masks)},
             bench_groups=("frequency: FAD", "frequency: LFS"),
-            # Measured on CPU (torch 2.14.1): a channels_last training step at 224 px kills the
-            # process in backward ("free(): invalid next size"); 64 px and forward pass. Not
-            # yet tried on CUDA: off until it is, so `--channels-last on` skips it.
-            channels_last=False,
         ))
 
 
