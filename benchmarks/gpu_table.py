@@ -377,38 +377,19 @@ def bench_config(s: Settings, detector: str, variant: Variant) -> RunConfig:
         options=dict(s.detector_options.get(detector, {})))
 
 
-@contextlib.contextmanager
-def loading_rates_once() -> Iterator[None]:
-    """``run_bench`` measures the per-core decode and cache rates of the same images for every
-    detector and variant (seconds each, on the device's clock); they depend on the images, not
-    the model, so each set of images is measured once and its figures reused."""
-    import fbench.data.cache as cache_module
-
-    original = cache_module.loading_rates
-    seen: dict[tuple[Any, ...], tuple[float, float]] = {}
-
-    def once(manifest: Any, input_size: int, resample: str, with_masks: bool,
-             batch_size: int) -> tuple[float, float]:
-        key = (tuple(manifest["path"].astype(str)), input_size, resample, with_masks, batch_size)
-        if key not in seen:
-            seen[key] = original(manifest, input_size, resample, with_masks, batch_size)
-        return seen[key]
-
-    cache_module.loading_rates = once
-    try:
-        yield
-    finally:
-        cache_module.loading_rates = original
-
-
-def measure_variant(s: Settings, detector: str, variant: Variant) -> dict[str, Any]:
-    """One ``run_bench`` of a detector in one variant, as a flat record."""
+def measure_variant(s: Settings, detector: str, variant: Variant,
+                    loading_rates: bool = True) -> dict[str, Any]:
+    """One ``run_bench`` of a detector in one variant, as a flat record. Every measurement
+    reads the same images, so the per-core decode and cache rates (seconds each, on the
+    device's clock) are measured by the first only (``loading_rates``) and copied by the
+    table to the others."""
     from fbench.use.bench import run_bench
 
     t0 = time.perf_counter()
     r = run_bench(bench_config(s, detector, variant), steps=s.steps, warmup=s.warmup,
                   rounds=s.rounds, channels_last=variant.channels_last,
-                  compile_model=variant.compile, data_batches=s.data_batches)
+                  compile_model=variant.compile, data_batches=s.data_batches,
+                  loading_rates=loading_rates)
     return {
         "step_ms": 1000.0 * r.batch_size / r.step_images_per_s,
         "bare_ms": 1000.0 * r.batch_size / r.bare_images_per_s,
@@ -717,6 +698,7 @@ class Table:
         self.device = torch.device(s.device)
         self.deadline = None if s.budget_s is None else time.monotonic() + s.budget_s
         self.cl_broken: dict[str, str] = {}
+        self.loading: dict[str, float] = {}  # the per-core rates, once measured
 
     def run(self) -> None:
         plain = [v for v in self.s.variants if not v.compile]
@@ -737,7 +719,13 @@ class Table:
         else:
             self.progress(f"{detector} {variant.label}: measuring")
             try:
-                record.update(measure_variant(self.s, detector, variant))
+                record.update(measure_variant(self.s, detector, variant,
+                                              loading_rates=not self.loading))
+                rates = {k: record.get(k) for k in ("decode_images_per_core_s",
+                                                    "cache_images_per_core_s")}
+                if not self.loading and None not in rates.values():
+                    self.loading = rates
+                record.update(self.loading)
             except Exception as exc:  # one variant's failure is a note, never a lost table
                 record["note"] = f"failed: {_one_line(exc)}"
                 if variant.channels_last:
@@ -821,8 +809,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         report = Report(args.out, describe_environment(s, argv), settings, s.detectors)
         if s.check is not None:
             run_check(s, report, scratch)
-        with loading_rates_once():
-            Table(s, report, t0).run()
+        Table(s, report, t0).run()
     print(summary_table(report.as_dict()["rows"]))
     print(total_line(report.as_dict()["total"]))
     print(f"written: {args.out / TABLE_MD}, {args.out / TABLE_JSON}")

@@ -34,6 +34,17 @@ def test_bench_measures_each_part_and_derives_the_ratios(tmp_path):
     assert abs(r.overhead_ratio - r.bare_images_per_s / r.step_images_per_s) < 1e-9
     assert abs(r.data_to_model_ratio - r.data_images_per_s / r.bare_images_per_s) < 1e-9
     assert r.gflop_per_step and r.gflop_per_step > 0 and r.peak_memory_mb > 0
+    assert r.decode_images_per_core_s > 0 and r.cache_images_per_core_s > 0
+
+
+def test_bench_leaves_out_the_loading_rates_when_asked(tmp_path):
+    # a table of many detectors on the same images measures them once (benchmarks/gpu_table)
+    config = RunConfig(detector="bench-tiny", dataset="synthetic", device="cpu", batch_size=4,
+                       out=str(tmp_path), dataset_options={"n_per_class": 8, "image_size": 16})
+    with registered(Tiny(), name="tiny"):
+        r = run_bench(config, steps=1, warmup=0, rounds=1, data_batches=1, loading_rates=False)
+    assert r.decode_images_per_core_s is None and r.cache_images_per_core_s is None
+    assert r.bare_images_per_s > 0
 
 
 def test_bench_cli_writes_markdown_with_its_command(tmp_path):

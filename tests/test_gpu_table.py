@@ -72,14 +72,17 @@ def test_tiny_table_on_cpu(gpu_table, tmp_path):
 
 def test_a_failing_variant_is_a_note_and_channels_last_is_not_retried(gpu_table, tmp_path,
                                                                       monkeypatch):
-    measured = []
+    measured, loading = [], []
 
-    def fake_measure(s, detector, variant):
+    def fake_measure(s, detector, variant, loading_rates=True):
         measured.append(variant.label)
+        loading.append(loading_rates)
         if variant.channels_last:
             raise RuntimeError("channels_last breaks this model")
+        rate = 500.0 if loading_rates else None
         return {"step_ms": 10.0, "images_per_s": 200.0, "loader_images_per_s": 150.0,
-                "data_images_per_s": 900.0}
+                "data_images_per_s": 900.0, "decode_images_per_core_s": rate,
+                "cache_images_per_core_s": rate}
 
     monkeypatch.setattr(gpu_table, "measure_variant", fake_measure)
     monkeypatch.setattr(gpu_table, "measure_eval", lambda s, detector, variant: 400.0)
@@ -97,6 +100,9 @@ def test_a_failing_variant_is_a_note_and_channels_last_is_not_retried(gpu_table,
     gpu_table.Table(s, report, 0.0).run()
 
     assert measured == ["fp32", "fp32+cl"]  # bf16+cl not tried after fp32+cl broke
+    assert loading == [True, False]  # the per-core loading rates: measured once, then copied
+    first = json.loads((tmp_path / "table.json").read_text())["measurements"][0]
+    assert first["decode_images_per_core_s"] == 500.0
     row = json.loads((tmp_path / "table.json").read_text())["rows"][0]
     assert row["best_variant"] == "fp32" and row["projected_minutes"] > 0
     assert any("fp32+cl: failed: RuntimeError: channels_last breaks" in n for n in row["notes"])

@@ -48,26 +48,9 @@ def tiny_plugin(name: str, input_size: int = 32, width: int = 4, depth: int = 1)
     return TinyPlugin()
 
 
-LANDMARKS = 468  # the face mesh's points: what a run with landmarks hands a detector
-
-
 def detector_batch(spec, size: int, n: int = 2):
-    """``n`` random images through ``spec``'s default transform (fitted where it fits on
-    train), with what any detector may need: labels of different classes, masks, landmarks."""
-    import torch
+    """``n`` random images through ``spec``'s default transform, with labels of different
+    classes, masks and landmarks (:func:`fbench.use.sample_batch.random_batch`)."""
+    from fbench.use.sample_batch import random_batch
 
-    import fbench
-    from fbench.plugins.registry import get_registry
-
-    g = torch.Generator().manual_seed(0)
-    rgb = torch.rand(n, 3, size, size, generator=g)
-    transform = fbench.create_transform(spec.transform)
-    if get_registry().get("transform", spec.transform).fit_on_train:
-        transform.fit([rgb])
-    with torch.no_grad():
-        images = transform(rgb)
-    return fbench.Batch(images=images, rgb=rgb, labels=torch.arange(n) % 3,
-                        masks=(torch.rand(n, 1, size, size, generator=g) > 0.5).float(),
-                        has_mask=torch.ones(n, dtype=torch.bool),
-                        landmarks=0.3 + 0.4 * torch.rand(n, LANDMARKS, 2, generator=g),
-                        landmarks_found=torch.ones(n, dtype=torch.bool), index=torch.arange(n))
+    return random_batch(spec, size, n)

@@ -143,14 +143,18 @@ def _flops(model: torch.nn.Module, transform: torch.nn.Module, batch: Batch) -> 
 
 def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int = 3,
               channels_last: bool | None = None, compile_model: bool = False,
-              data_batches: int = 10, console: Any = None) -> BenchResult:
+              data_batches: int = 10, console: Any = None,
+              loading_rates: bool = True) -> BenchResult:
     """Measure one configuration (see the module docstring). ``config`` names the detector,
     dataset (for the data pipeline and batch contents), batch size, input size, device and
     precision (``auto``: bf16 on CUDA, fp32 on CPU). ``channels_last``: None as a run's
     ``auto`` (on CUDA), True as ``on``, False as ``off``; never for a detector whose spec
     says it breaks under it. Measured as a tuned CUDA run would allow (autotuned
     convolutions, TF32, fused Adam), the process's flags restored afterwards; a model
-    torch.compile cannot compile is one line (:func:`~fbench.train.runtime.training_modes`)."""
+    torch.compile cannot compile is one line (:func:`~fbench.train.runtime.training_modes`).
+    ``loading_rates=False`` leaves out the per-core decode and cache rates (seconds of their
+    own; they depend on the images, not the model: a caller measuring many detectors on the
+    same images needs them once)."""
     from fbench.train.runtime import resolve_device, training_modes
 
     device = resolve_device(config.device)
@@ -158,12 +162,12 @@ def run_bench(config: RunConfig, steps: int = 10, warmup: int = 3, rounds: int =
         torch.cuda.reset_peak_memory_stats(device)  # peak memory from here on
     with training_modes(device.type == "cuda", device, compile_model):
         return _measure(config, device, steps, warmup, rounds, channels_last, compile_model,
-                        data_batches, console)
+                        data_batches, console, loading_rates)
 
 
 def _measure(config: RunConfig, device: torch.device, steps: int, warmup: int, rounds: int,
              channels_last: bool | None, compile_model: bool, data_batches: int,
-             console: Any) -> BenchResult:
+             console: Any, with_loading_rates: bool) -> BenchResult:
     from fbench.data.cache import loading_rates
     from fbench.plugins.detector import count_parameters
     from fbench.progress import make_progress
@@ -202,7 +206,8 @@ def _measure(config: RunConfig, device: torch.device, steps: int, warmup: int, r
     # per core: decoding, and reading from a decoded-image cache, the first training images
     decode_rate, cache_rate = loading_rates(
         r.manifest[r.manifest["split"] == "train"].head(cfg.batch_size * data_batches),
-        r.input_size, cfg.resample, r.dataset.has_masks, cfg.batch_size)
+        r.input_size, cfg.resample, r.dataset.has_masks, cfg.batch_size) \
+        if with_loading_rates else (None, None)
 
     forward: torch.nn.Module = compile_for_training(model) if compile_model else model
 
