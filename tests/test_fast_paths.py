@@ -130,16 +130,36 @@ def test_speed_settings_merge_from_flags_and_stay_out_of_the_configuration(tmp_p
 # -- cuDNN, fused Adam, channels_last: the choosing functions ---------------------------------
 
 def test_cudnn_autotunes_on_cuda_only_and_is_restored_after():
-    before = torch.backends.cudnn.benchmark
+    before = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
     try:
         torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(False)  # a CPU run earlier in this process sets it
         with runtime.cudnn_autotune(CPU):
             assert torch.backends.cudnn.benchmark is False
         with runtime.cudnn_autotune(CUDA):
             assert torch.backends.cudnn.benchmark is True
         assert torch.backends.cudnn.benchmark is False
     finally:
-        torch.backends.cudnn.benchmark = before
+        torch.backends.cudnn.benchmark = before[0]
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+
+
+@pytest.mark.parametrize("ask", ["cudnn", "torch"])
+def test_cudnn_does_not_autotune_where_deterministic_kernels_were_asked_for(ask):
+    # autotuning may pick another algorithm in each of two runs a check compares
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+              torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = ask == "cudnn"
+        torch.use_deterministic_algorithms(ask == "torch", warn_only=True)
+        with runtime.cudnn_autotune(CUDA):
+            assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[:2]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
 
 
 def test_the_optimizer_is_fused_only_on_cuda():

@@ -78,9 +78,13 @@ def cudnn_autotune(device: torch.device) -> Iterator[None]:
     fastest (``cudnn.benchmark``), on CUDA only: a run's shapes repeat every step, so timing
     them once pays for itself. It picks among algorithms that compute the same
     convolution, so numbers move within float tolerance (CUDA runs are not bit-exact anyway);
-    on CPU the flag does nothing, and it is left alone. Restores the process's previous flag
-    afterwards, as :func:`tf32_mode` does."""
-    if device.type != "cuda":
+    on CPU the flag does nothing, and it is left alone. A process that asked for deterministic
+    kernels (``cudnn.deterministic`` or ``torch.use_deterministic_algorithms``, e.g. a check
+    that two runs give identical predictions) is left alone too: autotuning may pick another
+    algorithm in each run. Restores the process's previous flag afterwards, as
+    :func:`tf32_mode` does."""
+    if device.type != "cuda" or torch.backends.cudnn.deterministic \
+            or torch.are_deterministic_algorithms_enabled():
         yield
         return
     before = torch.backends.cudnn.benchmark
