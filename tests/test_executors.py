@@ -186,6 +186,31 @@ def test_ctrl_c_in_a_parallel_sweep_names_the_finished_and_the_stopped_runs(tmp_
     assert "to continue, run the same command again" in text
 
 
+def test_runs_stopped_by_the_signal_mean_the_sweep_was_interrupted(tmp_path):
+    """Workers that report being stopped by Ctrl-C make the sweep an interruption (exit 130),
+    even if this process's own KeyboardInterrupt never arrived: not "every run failed"."""
+    from fbench.report.ablate import AblationInterrupted, ablate
+    from fbench.use.executors import NOT_STARTED, Executor, Outcome
+
+    class WorkersStopped(Executor):
+        name, parallel = "fake", True
+
+        def run(self, tasks, console=None, progress=True):
+            yield Outcome(tasks[0].index, str(tmp_path / "run-of-ok"))
+            yield Outcome(tasks[1].index, None, "interrupted: before epoch 1 of 5 finished")
+            for task in tasks[2:]:
+                yield Outcome(task.index, None, NOT_STARTED)
+
+    base = RunConfig(dataset="synthetic", epochs=1, out=str(tmp_path / "runs"),
+                     dataset_options={"n_per_class": 6, "image_size": 32})
+    with registered(Broken(), name="broken"), pytest.raises(AblationInterrupted) as stop:
+        ablate([("ok", "ok")], base, [0, 1, 2], executor=WorkersStopped(), console=None)
+    assert stop.value.exit_code == 130
+    text = str(stop.value)
+    assert "interrupted with 2 runs unfinished, now stopped: ok (seed 1" in text
+    assert "ok (seed 2" in text and "1 run finished before it" in text
+
+
 # -- side by side in a process pool ------------------------------------------------------------
 
 @pytest.mark.slow  # a cluster or process pool starting: seconds to a minute each

@@ -145,6 +145,20 @@ def test_cudnn_autotunes_on_cuda_only_and_is_restored_after():
         torch.use_deterministic_algorithms(before[1], warn_only=before[2])
 
 
+def test_a_cpu_run_leaves_the_process_as_it_found_it():
+    # its deterministic kernels must not keep a later CUDA run in the process from autotuning
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        torch.use_deterministic_algorithms(False)
+        with runtime.training_modes(False, CPU, False):
+            runtime.seed_everything(0, deterministic=True)  # as a CPU run does
+            assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 @pytest.mark.parametrize("ask", ["cudnn", "torch"])
 def test_cudnn_does_not_autotune_where_deterministic_kernels_were_asked_for(ask):
     # autotuning may pick another algorithm in each of two runs a check compares

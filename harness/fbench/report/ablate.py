@@ -247,6 +247,7 @@ def _train(tasks: Sequence[Task], items: Sequence[tuple[str, RunConfig, str]],
     side by side draw one bar for the sweep and a line per finished run (theirs train
     quietly); runs here draw their own bars, as ``fbench run`` does."""
     from fbench.progress import make_progress
+    from fbench.use.executors import STOPPED_BY_SIGNAL
 
     if not tasks:
         return
@@ -272,6 +273,15 @@ def _train(tasks: Sequence[Task], items: Sequence[tuple[str, RunConfig, str]],
                     [d for d in done if isinstance(d, FinishedRun)],
                     stopped[0] if stopped else "the sweep", exc, reuse,
                     stopped if shown else ()) from exc
+    # Workers stopped by the signal say so in their outcomes. This process's own
+    # KeyboardInterrupt normally arrives above, but can be lost (one raised inside a finalizer
+    # is only printed), and the sweep would then end as "every run failed" (exit 2): runs that
+    # were stopped mean the sweep was interrupted.
+    stopped = [items[t.index][2] for t in tasks if isinstance(done[t.index], FailedRun)
+               and done[t.index].error.startswith(STOPPED_BY_SIGNAL)]
+    if stopped and shown:
+        raise AblationInterrupted([d for d in done if isinstance(d, FinishedRun)], stopped[0],
+                                  KeyboardInterrupt(), reuse, stopped)
 
 
 def _record(task: Task, outcome: Any, console: Any, done_line: bool) -> FinishedRun | FailedRun:

@@ -99,9 +99,16 @@ def cudnn_autotune(device: torch.device) -> Iterator[None]:
 def training_modes(tf32: bool, device: torch.device, compiled: bool) -> Iterator[None]:
     """What holds for the whole of a run in this process: :func:`tf32_mode`,
     :func:`cudnn_autotune` on ``device``, and :func:`compile_failures_said` when the model is
-    ``compiled``; each restored (or left) afterwards."""
-    with tf32_mode(tf32), cudnn_autotune(device), compile_failures_said(compiled):
-        yield
+    ``compiled``; each restored (or left) afterwards, as is the deterministic-kernels flag
+    a CPU run sets (:func:`seed_everything`), so a later CUDA run in the same process still
+    autotunes."""
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        with tf32_mode(tf32), cudnn_autotune(device), compile_failures_said(compiled):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 INSTALL = 'pip install -e ".[cluster]"'
 _TRAINING = False  # whether this (worker) process is inside a run: see _child_init
 _STOPPING = False  # a pool worker told to stop starts no further run
+NOT_STARTED = "not started: the sweep was interrupted"
+STOPPED_BY_SIGNAL = ("interrupted: ", NOT_STARTED)  # a worker's outcome when Ctrl-C stopped it
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def run_task(index: int, config: dict[str, Any], threads: int | None = None,
 
     start = time.perf_counter()
     if _STOPPING:  # queued before the sweep was stopped
-        return Outcome(index, None, "not started: the sweep was interrupted")
+        return Outcome(index, None, NOT_STARTED)
     os.environ.update(env or {})
     if threads:
         torch.set_num_threads(max(1, int(threads)))
@@ -144,7 +146,6 @@ def _fbench_env() -> dict[str, str]:
 
 def _require(module: str, what: str) -> None:
     import importlib.util  # find_spec: refused before any work, without importing it
-
     if importlib.util.find_spec(module) is None:
         raise FbenchError(f"the {what} executor needs {module.capitalize()}.", INSTALL)
 
@@ -222,7 +223,6 @@ def _child_init(threads: int) -> None:
     KeyboardInterrupt (the run marks itself interrupted), then ignored while it unwinds (the
     terminal and the sweep both send one); an idle worker ends quietly at the pool's shutdown."""
     import torch
-
     torch.set_num_threads(threads)
 
     def stop(signum: int, frame: Any) -> None:
