@@ -16,11 +16,12 @@ training-mode logits (dropout seeded alike) are compared with fp32's on the same
 largest difference, relative to the largest logit, says whether a setting stays within float
 tolerance (compiled settings are not compared: that would compile a second graph).
 
-``--reference-code DIR`` adds the thesis's own model, trained the way its code trains it, as one
+``--reference-code DIR`` adds the thesis's own model, with its own training loss, as one
 more setting ("thesis"): DIR holds an ``adapter.py`` with ``build(name, num_classes,
 input_size)`` and ``train_loss(name, model, images, labels, masks)`` that calls that code (a
-checkout of shenjiyuan123/Graduate_thesis and the adapter; neither ships with fbench). Every
-ratio is then against it; without it, against fbench's fp32.
+checkout of shenjiyuan123/Graduate_thesis and the adapter; neither ships with fbench), stepped
+by the same Adam as every other setting. Every ratio is then against it; without it, against
+fbench's fp32.
 """
 
 from __future__ import annotations
