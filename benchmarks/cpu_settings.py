@@ -39,9 +39,6 @@ from typing import Any
 
 import torch
 
-THESIS_ROWS = ("resnet18", "f3net-xception", "f3net-fad", "f3net-lfs", "f3net-both",
-               "f3net-mix", "f3net-mix-seg", "graftnet", "graftnet-seg")
-
 
 @dataclass(frozen=True)
 class Setting:
@@ -159,12 +156,14 @@ def measure(detector: str, args: argparse.Namespace) -> dict[str, Any]:
     from fbench.plugins.registry import get_registry
     from fbench.train.resolve import build_detector
     from fbench.use.sample_batch import random_batch
+    from fbench_landmarks.heatmaps import MESH_POINTS
 
     torch.set_num_threads(args.threads)
     spec = get_registry().get("detector", detector)
     torch.manual_seed(0)
     base = build_detector(spec, {}, args.input_size)
-    batch = random_batch(spec, args.input_size, args.batch_size)
+    batch = random_batch(spec, args.input_size, args.batch_size,
+                         landmark_points=MESH_POINTS)
     trainers = [Trainer(name, copy.deepcopy(base), fbench_loss, batch, SETTINGS[name])
                 for name in args.variants.split(",")]
     if args.reference_code:
@@ -193,6 +192,14 @@ def measure(detector: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- in the parent: one child per detector, the table ------------------------------------------
+
+
+def thesis_detectors() -> list[str]:
+    """The thesis table's rows: benchmarks/gpu_table.py's list, one list for both scripts."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_table import thesis_detectors as rows
+
+    return rows()
 
 
 def run_child(detector: str, argv: list[str]) -> dict[str, Any]:
@@ -238,10 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return 0
-    from fbench.plugins.registry import get_registry
-
-    detectors = args.detectors or [d for d in THESIS_ROWS
-                                   if d in get_registry().names("detector")]
+    detectors = args.detectors or thesis_detectors()
     args.out.mkdir(parents=True, exist_ok=True)
     child_argv = ["--variants", args.variants, "--batch-size", str(args.batch_size),
                   "--input-size", str(args.input_size), "--steps", str(args.steps),

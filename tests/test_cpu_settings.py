@@ -5,23 +5,15 @@ that row's note, never a lost table. Speed itself is not asserted."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_settings.py"
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def cpu_settings():
-    spec = importlib.util.spec_from_file_location("cpu_settings", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cpu_settings"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    yield from load_script("cpu_settings")
 
 
 ADAPTER = '''

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import detector_batch, tiny_cnn
+from tiny import tiny_cnn
 
 import fbench
 from fbench.errors import FbenchError
@@ -28,6 +28,8 @@ from fbench.plugins.batch import Batch
 from fbench.plugins.registry import get_registry, registered, reset_registry
 from fbench.train import runtime
 from fbench.train.config import RunConfig
+from fbench.use.sample_batch import random_batch
+from fbench_landmarks.heatmaps import MESH_POINTS
 
 SIZE = 32
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
@@ -255,7 +257,7 @@ def test_detector_gives_the_same_outputs_under_channels_last(name):
     if not spec.channels_last:
         pytest.skip(f"{name} declares channels_last=False")
     model.eval()
-    batch = detector_batch(spec, SIZE)
+    batch = random_batch(spec, SIZE, landmark_points=MESH_POINTS)
     nhwc_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     assert runtime.memory_format_of(nhwc_model) is torch.channels_last
     nhwc_batch = copy.copy(batch)
@@ -302,7 +304,7 @@ def test_detector_trains_a_bf16_step(name):
     torch.manual_seed(0)
     spec, model = _build(name)
     model.train()
-    batch = detector_batch(spec, SIZE)
+    batch = random_batch(spec, SIZE, landmark_points=MESH_POINTS)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(batch)
         losses = model.loss(out, batch)

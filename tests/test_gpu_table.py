@@ -5,25 +5,16 @@ Speed itself is not asserted."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_table.py"
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def gpu_table():
-    spec = importlib.util.spec_from_file_location("gpu_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_table"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("gpu_table", None)
+    yield from load_script("gpu_table")
 
 
 def _projected(terms: dict, train_rate: float, eval_rate: float) -> float:

@@ -47,10 +47,3 @@ def tiny_plugin(name: str, input_size: int = 32, width: int = 4, depth: int = 1)
 
     return TinyPlugin()
 
-
-def detector_batch(spec, size: int, n: int = 2):
-    """``n`` random images through ``spec``'s default transform, with labels of different
-    classes, masks and landmarks (:func:`fbench.use.sample_batch.random_batch`)."""
-    from fbench.use.sample_batch import random_batch
-
-    return random_batch(spec, size, n)

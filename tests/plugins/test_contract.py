@@ -21,7 +21,6 @@ import sys
 
 import pytest
 import torch
-from tiny import detector_batch
 
 import fbench
 from fbench.plugins.detector import as_detector
@@ -32,6 +31,8 @@ from fbench.plugins.protocols import (
 )
 from fbench.plugins.registry import get_registry, reset_registry
 from fbench.plugins.specs import factory_options
+from fbench.use.sample_batch import random_batch
+from fbench_landmarks.heatmaps import MESH_POINTS
 
 
 def _registered(kind: str) -> list[str]:
@@ -82,7 +83,7 @@ def _check_detector(name: str, size: int) -> None:
     torch.manual_seed(0)
     spec, model = _build(name, size)
     model.train()
-    batch = detector_batch(spec, size)
+    batch = random_batch(spec, size, landmark_points=MESH_POINTS)
     out = model(batch)
     assert out.logits.shape == (2, 3) and out.logits.is_floating_point()
     assert bool(torch.isfinite(out.logits).all())

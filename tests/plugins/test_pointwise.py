@@ -95,7 +95,7 @@ from fbench.plugins.registry import get_registry
 from fbench.use.sample_batch import random_batch
 spec = get_registry().get("detector", "graftnet")
 model = fbench.create_detector("graftnet", input_size=192).to(memory_format=torch.channels_last)
-batch = random_batch(spec, 192, n=2)
+batch = random_batch(spec, 192, n=2, landmark_points=0)  # GraftNet reads none
 batch.images = batch.images.contiguous(memory_format=torch.channels_last)
 loss = sum(model.loss(model(batch), batch).values())
 loss.backward()
